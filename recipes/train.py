@@ -1,0 +1,137 @@
+"""The training entry point: config -> data module + Lightning module + Trainer -> run directory.
+
+A run directory holds ``config.yaml`` (the resolved config), ``checkpoints/`` (best and last),
+CSV and TensorBoard logs, and ``metrics.json`` (test metrics, run time, the command).
+
+    python -m recipes.train configs/image/vit_nano_digits.yaml trainer.max_epochs=5
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import lightning as L
+import torch
+
+import zoo
+from recipes.config import RecipeConfig, load_config, save_config
+from recipes.image import ImageClassifier, ImageDataModule
+
+logger = logging.getLogger("zoo.recipes")
+
+
+def _precision(name: str) -> str:
+    if name != "auto":
+        return name
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def build_datamodule(config: RecipeConfig) -> ImageDataModule:
+    entry, tag = zoo.registry.get_entry(config.model.name)
+    preprocess = dict(entry.cfg(tag).preprocess)
+    img_size = config.data.img_size or config.model.kwargs.get("img_size") or preprocess["input_size"][-1]
+    dm = ImageDataModule(dataset=config.data.dataset, img_size=int(img_size), preprocess=preprocess,
+                         root=config.data.root, batch_size=config.data.batch_size,
+                         num_workers=config.data.num_workers, val_fraction=config.data.val_fraction,
+                         augment=config.data.augment, seed=config.seed)
+    dm.setup("fit")
+    return dm
+
+
+def build_module(config: RecipeConfig, dm: ImageDataModule) -> ImageClassifier:
+    kwargs = dict(config.model.kwargs)
+    kwargs["img_size"] = dm.img_size
+    o = config.optim
+    return ImageClassifier(
+        model_name=config.model.name, num_classes=dm.num_classes, labels=dm.classes,
+        pretrained=config.model.pretrained, model_kwargs=kwargs,
+        grad_checkpointing=config.model.grad_checkpointing, lr=o.lr, min_lr=o.min_lr,
+        weight_decay=o.weight_decay, betas=list(o.betas), warmup_epochs=o.warmup_epochs,
+        label_smoothing=o.label_smoothing, layer_decay=o.layer_decay,
+        finetune_mode=config.finetune.mode, trainable_blocks=config.finetune.trainable_blocks,
+    )
+
+
+def build_trainer(config: RecipeConfig, run_dir: Path, *, for_eval: bool = False) -> L.Trainer:
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    t = config.trainer
+    callbacks = []
+    loggers: Any = False
+    if not for_eval:
+        callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
+                                     monitor="val/acc", mode="max", save_last=True),
+                     LearningRateMonitor(logging_interval="epoch")]
+        loggers = [CSVLogger(run_dir, name="logs", version=""),
+                   TensorBoardLogger(run_dir, name="tensorboard", version="")]
+    return L.Trainer(
+        default_root_dir=run_dir, max_epochs=t.max_epochs, accelerator=t.accelerator,
+        devices=t.devices, precision=_precision(t.precision), logger=loggers, callbacks=callbacks,
+        log_every_n_steps=t.log_every_n_steps, limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches, enable_progress_bar=t.enable_progress_bar,
+        deterministic=t.deterministic, enable_model_summary=not for_eval,
+    )
+
+
+def _scalars(metrics: dict) -> dict[str, float]:
+    return {k: round(float(v), 6) for k, v in metrics.items()}
+
+
+def train(config: RecipeConfig, command: Optional[str] = None) -> dict[str, Any]:
+    """Fit, then test the best checkpoint; returns (and writes) the run's metrics."""
+    L.seed_everything(config.seed, workers=True)
+    run_dir = Path(config.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    dm = build_datamodule(config)
+    module = build_module(config, dm)
+    trainer = build_trainer(config, run_dir)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    train_time = time.perf_counter() - start
+    best = trainer.checkpoint_callback.best_model_path or None
+    tested = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)[0]
+    result = {"metrics": _scalars(tested), "train_time_s": round(train_time, 1),
+              "epochs": trainer.current_epoch, "best_checkpoint": best,
+              "test_split": "test" if dm.test_set is not None else "val",
+              "num_train": len(dm.train_set), "num_test": len(dm.test_set or dm.val_set),
+              "command": command or " ".join(sys.argv), "device": str(trainer.strategy.root_device),
+              "torch_threads": torch.get_num_threads(),
+              "date": time.strftime("%Y-%m-%d")}
+    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def evaluate(config: RecipeConfig, ckpt: str) -> dict[str, Any]:
+    """Test a recipe checkpoint on the config's test split (its validation split if none)."""
+    dm = build_datamodule(config)
+    module = ImageClassifier.from_checkpoint(ckpt)
+    if module.hparams.num_classes != dm.num_classes:
+        raise ValueError(f"{ckpt} has {module.hparams.num_classes} classes; "
+                         f"the config's data has {dm.num_classes}")
+    trainer = build_trainer(config, Path(config.output_dir), for_eval=True)
+    tested = trainer.test(module, datamodule=dm, verbose=False)[0]
+    return {"metrics": _scalars(tested), "checkpoint": str(ckpt),
+            "test_split": "test" if dm.test_set is not None else "val",
+            "num_test": len(dm.test_set or dm.val_set)}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-"):
+        raise SystemExit("usage: python -m recipes.train CONFIG [key.sub=value ...]")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    result = train(load_config(argv[0], argv[1:]))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

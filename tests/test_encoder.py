@@ -1,0 +1,217 @@
+"""The shared encoder: attention paths, checkpointing, drop-path, layer scale, attention maps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from zoo.encoder import Attention, DropPath, Encoder, EncoderConfig
+
+DIM, HEADS, TOKENS = 64, 4, 11
+
+
+def _encoder(seed: int = 0, **overrides) -> Encoder:
+    torch.manual_seed(seed)
+    config = EncoderConfig(**{"embed_dim": DIM, "depth": 2, "num_heads": HEADS, **overrides})
+    return Encoder(config)
+
+
+def _tokens(batch: int = 2, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, TOKENS, DIM, generator=torch.Generator().manual_seed(seed))
+
+
+def _key_padding_mask(batch: int = 2) -> torch.Tensor:
+    """Bool (B, 1, N, N), True = attend: sample 0 ignores its last 4 tokens, sample 1 none."""
+    keep = torch.ones(batch, TOKENS, dtype=torch.bool)
+    keep[0, -4:] = False
+    return keep[:, None, None, :].expand(batch, 1, TOKENS, TOKENS)
+
+
+# --- fused vs manual attention ------------------------------------------------------------------
+
+@pytest.mark.parametrize("masked", [False, True], ids=["no_mask", "bool_mask"])
+def test_fused_attention_matches_manual_path(masked):
+    encoder = _encoder().eval()
+    x = _tokens()
+    mask = _key_padding_mask() if masked else None
+    with torch.no_grad():
+        fused = encoder(x, mask)
+        encoder.set_fused_attention(False)
+        assert all(not block.attn.fused for block in encoder.blocks)
+        manual = encoder(x, mask)
+    torch.testing.assert_close(fused, manual, rtol=1e-5, atol=1e-5)
+
+
+def test_bool_mask_really_hides_tokens():
+    """The mask must change the output, and the masked-out tokens' values must not matter."""
+    encoder = _encoder().eval()
+    x, mask = _tokens(), _key_padding_mask()
+    x_changed = x.clone()
+    x_changed[0, -4:] = torch.randn(4, DIM) * 10  # only the tokens sample 0 may not attend to
+    for fused in (True, False):
+        encoder.set_fused_attention(fused)
+        with torch.no_grad():
+            out = encoder(x, mask)
+            assert not torch.allclose(out, encoder(x), atol=1e-3)
+            out_changed = encoder(x_changed, mask)
+        # the visible tokens of sample 0 never see the changed ones; sample 1 is untouched
+        torch.testing.assert_close(out_changed[0, :-4], out[0, :-4], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out_changed[1], out[1], rtol=0, atol=0)
+
+
+def test_additive_float_mask_matches_between_paths():
+    attn = Attention(DIM, num_heads=HEADS).eval()
+    x = _tokens()
+    bias = torch.randn(1, HEADS, TOKENS, TOKENS)
+    with torch.no_grad():
+        fused, _ = attn(x, bias)
+        attn.fused = False
+        manual, _ = attn(x, bias)
+    torch.testing.assert_close(fused, manual, rtol=1e-5, atol=1e-5)
+
+
+def test_manual_attention_matches_a_reference_implementation():
+    """An independent multi-head attention written out from the definition."""
+    attn = Attention(DIM, num_heads=HEADS).eval()
+    attn.fused = False
+    x = _tokens()
+    with torch.no_grad():
+        out, weights = attn(x, return_attention=True)
+        q, k, v = attn.qkv(x).chunk(3, dim=-1)  # each (B, N, D), heads contiguous in D
+        split = lambda t: t.reshape(2, TOKENS, HEADS, DIM // HEADS).transpose(1, 2)
+        q, k, v = split(q), split(k), split(v)
+        ref_weights = torch.softmax(q @ k.transpose(-1, -2) / (DIM // HEADS) ** 0.5, dim=-1)
+        ref = attn.proj((ref_weights @ v).transpose(1, 2).reshape(2, TOKENS, DIM))
+    torch.testing.assert_close(weights, ref_weights, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+# --- gradient checkpointing ---------------------------------------------------------------------
+
+def _outputs_and_grads(encoder: Encoder, x: torch.Tensor, checkpointing: bool, seed: int = 0):
+    encoder.set_grad_checkpointing(checkpointing)
+    encoder.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_(True)
+    calls = []
+    # a pre-hook: the recomputation stops early, before a forward hook would fire
+    hooks = [b.register_forward_pre_hook(lambda *_: calls.append(1)) for b in encoder.blocks]
+    torch.manual_seed(seed)
+    out = encoder(x)
+    (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+    for hook in hooks:
+        hook.remove()
+    grads = {n: p.grad.clone() for n, p in encoder.named_parameters()}
+    return out.detach(), x.grad, grads, len(calls)
+
+
+@pytest.mark.parametrize("drop_path", [0.0, 0.5], ids=["deterministic", "drop_path"])
+def test_grad_checkpointing_leaves_outputs_and_gradients_unchanged(drop_path):
+    """With drop-path on, the recomputation must replay the same random drops."""
+    encoder = _encoder(drop_path=drop_path, depth=3).train()
+    x = _tokens(batch=8)
+    out, x_grad, grads, calls = _outputs_and_grads(encoder, x, checkpointing=False)
+    out_ck, x_grad_ck, grads_ck, calls_ck = _outputs_and_grads(encoder, x, checkpointing=True)
+    depth = len(encoder.blocks)
+    assert calls == depth and calls_ck == 2 * depth, "checkpointing did not recompute the blocks"
+    torch.testing.assert_close(out_ck, out, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(x_grad_ck, x_grad, rtol=1e-5, atol=1e-6)
+    assert grads_ck.keys() == grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads_ck[name], grads[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_grad_checkpointing_is_skipped_without_grad():
+    encoder = _encoder().eval()
+    encoder.set_grad_checkpointing(True)
+    x = _tokens()
+    with torch.no_grad():
+        out = encoder(x)
+    encoder.set_grad_checkpointing(False)
+    with torch.no_grad():
+        torch.testing.assert_close(out, encoder(x), rtol=0, atol=0)
+
+
+# --- drop-path ----------------------------------------------------------------------------------
+
+def test_drop_path_is_identity_in_eval():
+    x = _tokens()
+    drop = DropPath(0.5).eval()
+    assert drop(x) is x
+    plain, dropping = _encoder(drop_path=0.0).eval(), _encoder(drop_path=0.9).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(dropping(x), plain(x), rtol=0, atol=0)
+
+
+def test_drop_path_drops_whole_samples_in_train():
+    torch.manual_seed(0)
+    drop = DropPath(0.3).train()
+    x = torch.ones(20_000, 5, 3)
+    y = drop(x)
+    per_sample = y.reshape(len(y), -1)
+    # a sample is either dropped entirely or kept entirely and rescaled by 1 / keep
+    kept = per_sample[:, 0] != 0
+    assert torch.all(per_sample[~kept] == 0)
+    torch.testing.assert_close(per_sample[kept], torch.full_like(per_sample[kept], 1 / 0.7))
+    drop_rate = 1 - kept.float().mean().item()
+    assert abs(drop_rate - 0.3) < 0.02, drop_rate  # binomial std here is ~0.003
+    assert abs(y.mean().item() - 1.0) < 0.03  # unbiased in expectation
+
+
+def test_encoder_drop_path_rates_rise_linearly_and_act_in_train():
+    encoder = _encoder(drop_path=0.4, depth=3)
+    rates = [(b.drop_path1.p, b.drop_path2.p) for b in encoder.blocks]
+    assert rates == [(0.0, 0.0), (0.2, 0.2), (0.4, 0.4)]
+    encoder.train()
+    x = _tokens(batch=16)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        a = encoder(x)
+        torch.manual_seed(1)
+        b = encoder(x)
+        torch.manual_seed(0)
+        a_again = encoder(x)
+    assert not torch.allclose(a, b)
+    torch.testing.assert_close(a, a_again, rtol=0, atol=0)
+
+
+# --- layer scale, attention maps, config --------------------------------------------------------
+
+def test_layer_scale_creates_gammas_and_scales_the_branches():
+    encoder = _encoder(layer_scale_init=1e-5)
+    state = encoder.state_dict()
+    for i in range(2):
+        for name in (f"blocks.{i}.ls1.gamma", f"blocks.{i}.ls2.gamma"):
+            assert name in state
+            torch.testing.assert_close(state[name], torch.full((DIM,), 1e-5))
+    assert not any("gamma" in k for k in _encoder().state_dict())
+    # residual branches scaled by 1e-5: the encoder is the final norm of its input
+    x = _tokens()
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.eval()(x), encoder.norm(x), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["no_mask", "bool_mask"])
+def test_forward_with_attention_returns_row_stochastic_maps(masked):
+    encoder = _encoder(depth=3).eval()
+    x = _tokens()
+    mask = _key_padding_mask() if masked else None
+    with torch.no_grad():
+        out, maps = encoder.forward_with_attention(x, mask)
+        expected = encoder(x, mask)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert len(maps) == 3
+    for weights in maps:
+        assert weights.shape == (2, HEADS, TOKENS, TOKENS)
+        assert torch.all(weights >= 0)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(2, HEADS, TOKENS))
+        if masked:
+            assert torch.all(weights[0, :, :, -4:] == 0)
+            assert torch.all(weights[1, :, :, -4:] > 0)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match=r"embed_dim \(100\) must be divisible by num_heads \(3\)"):
+        EncoderConfig(embed_dim=100, num_heads=3)
+    with pytest.raises(ValueError, match="depth"):
+        EncoderConfig(embed_dim=64, num_heads=4, depth=0)
+    assert EncoderConfig(embed_dim=96, num_heads=3).to_dict()["embed_dim"] == 96

@@ -1,0 +1,13 @@
+"""zoo: one Transformer encoder, front ends for images, speech and time series, named weights.
+
+    import zoo
+    zoo.list_models("vit_*")
+    model = zoo.create_model("vit_tiny_patch16_224", pretrained=True)
+"""
+
+from zoo.package import __version__, load, save
+from zoo.registry import (CheckpointMismatchError, ModelNotFoundError, PretrainedCfg,
+                          create_model, list_models, register_model)
+
+__all__ = ["__version__", "create_model", "list_models", "load", "save", "register_model",
+           "PretrainedCfg", "ModelNotFoundError", "CheckpointMismatchError"]

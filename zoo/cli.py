@@ -1,0 +1,211 @@
+"""The ``zoo`` command: list, info, train, eval, finetune, predict.
+
+Training commands import the Lightning recipes lazily, so ``zoo list`` / ``zoo info`` stay fast
+and the library itself never imports Lightning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+import zoo
+from zoo.registry import get_entry
+
+logger = logging.getLogger("zoo")
+
+
+def _table(rows: Sequence[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    names = zoo.list_models(args.pattern, modality=args.modality, pretrained=args.pretrained)
+    print("\n".join(names) if names else f"no models match {args.pattern!r}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    entry, tag = get_entry(args.name)
+    with torch.device("meta"):
+        model = zoo.create_model(entry.name)
+    params = sum(p.numel() for p in model.parameters())
+    rows = [("name", entry.name), ("modality", entry.modality), ("params", f"{params / 1e6:.2f} M"),
+            ("arguments", ", ".join(f"{k}={v}" for k, v in entry.args.items()))]
+    cfg = entry.cfg(tag)
+    rows += [(f"input {k}", str(v)) for k, v in cfg.preprocess.items()]
+    if not entry.weights:
+        rows.append(("weights", "none registered (train one with `zoo train`)"))
+    for w in entry.weights:
+        source = w.file and f"bundled ({w.file})" or w.hf_hub_id and f"hf-hub:{w.hf_hub_id}" or w.url
+        default = " (default)" if w is entry.weights[0] else ""
+        rows += [(f"weights {w.tag}{default}", source or "-"),
+                 ("  classes", f"{w.num_classes} ({w.labels if isinstance(w.labels, str) else 'custom'})"),
+                 ("  license", w.license or "not stated"), ("  sha256", w.sha256 or "not pinned")]
+        rows += [(f"  {k}", str(v)) for k, v in w.metrics.items()]
+    print(_table(rows))
+    return 0
+
+
+def _print_result(result: dict) -> None:
+    print(json.dumps(result, indent=2))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from recipes.config import load_config
+    from recipes.train import train
+
+    config = load_config(args.config, args.overrides)
+    _print_result(train(config, command=" ".join(["zoo", "train", args.config, *args.overrides])))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from recipes.config import load_config
+    from recipes.train import evaluate
+
+    _print_result(evaluate(load_config(args.config, args.overrides), args.ckpt))
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from recipes.config import load_config
+    from recipes.train import train
+
+    get_entry(args.name)  # fail fast on a bad name
+    data = Path(args.data)
+    if not data.is_dir():
+        raise FileNotFoundError(f"--data {data} is not a directory (expected one sub-folder per class)")
+    pretrained = False if args.no_pretrained else (args.pretrained or True)
+    sections = dict(
+        output_dir=args.output or f"runs/finetune_{args.name}",
+        model=dict(name=args.name, pretrained=pretrained),
+        data=dict(dataset="imagefolder", root=str(data), batch_size=args.batch_size,
+                  num_workers=args.num_workers,
+                  **({"img_size": args.img_size} if args.img_size else {})),
+        optim=dict(lr=args.lr, layer_decay=args.layer_decay, warmup_epochs=args.warmup_epochs,
+                   weight_decay=args.weight_decay),
+        finetune=dict(mode=args.mode, trainable_blocks=args.trainable_blocks),
+        trainer=dict(max_epochs=args.epochs),
+    )
+    config = load_config(args.config, args.overrides, **sections)
+    command = " ".join(["zoo", "finetune", *sys.argv[2:]]) if sys.argv[1:2] == ["finetune"] else None
+    _print_result(train(config, command=command))
+    return 0
+
+
+def _load_for_predict(spec: str, pretrained: Optional[str]) -> torch.nn.Module:
+    path = Path(spec)
+    if path.suffix == ".ckpt":
+        from recipes.image import ImageClassifier
+        return ImageClassifier.from_checkpoint(path).model
+    if path.is_dir():
+        return zoo.load(path)
+    return zoo.create_model(spec, pretrained=pretrained or True)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from PIL import Image, UnidentifiedImageError
+
+    from zoo.data.images import eval_transform, preprocess_settings, resolve_labels
+
+    model = _load_for_predict(args.model, args.pretrained).eval()
+    cfg = model.pretrained_cfg
+    settings = preprocess_settings(cfg.preprocess)
+    transform = eval_transform(cfg.preprocess["input_size"][-1], **settings)
+    labels = resolve_labels(cfg.labels, model.num_classes)
+    k = min(args.top_k, model.num_classes)
+    for name in args.inputs:
+        try:
+            with Image.open(name) as image:
+                batch = transform(image.convert("RGB")).unsqueeze(0)
+        except (FileNotFoundError, UnidentifiedImageError) as err:
+            raise ValueError(f"cannot read image {name}: {err}") from err
+        with torch.inference_mode():
+            probs = model(batch).softmax(dim=-1)[0]
+        top = probs.topk(k)
+        print(name)
+        for p, i in zip(top.values.tolist(), top.indices.tolist()):
+            print(f"  {labels[i]:<30} {100 * p:6.2f}%")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description="zoo: a multimodal Transformer model zoo")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'vit_*'")
+    p.add_argument("--modality", choices=zoo.registry.MODALITIES)
+    p.add_argument("--pretrained", action="store_true", help="list weights (arch.tag) instead")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="describe a model: params, input, weights, metrics")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train from a YAML config")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a recipe checkpoint on a config's test split")
+    p.add_argument("config")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("finetune", help="fine-tune a model on your own ImageFolder data")
+    p.add_argument("name", help="registered model name, e.g. vit_tiny_patch16_224")
+    p.add_argument("--data", required=True, help="folder with one sub-folder per class "
+                   "(or train/ and val/ folders laid out so)")
+    p.add_argument("--mode", default="full", choices=("full", "freeze_backbone", "linear_probe"))
+    p.add_argument("--trainable-blocks", type=int, default=0,
+                   help="freeze_backbone: how many of the last blocks to train")
+    p.add_argument("--pretrained", help="weights: a path, URL or hf-hub:org/repo "
+                   "(default: the registry's weights)")
+    p.add_argument("--no-pretrained", action="store_true", help="start from random weights")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--layer-decay", type=float, default=None, help="e.g. 0.75 (full mode)")
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--img-size", type=int, default=None, help="default: the model's input size")
+    p.add_argument("--config", default=None, help="a YAML config to start from")
+    p.add_argument("--output", default=None, help="run directory (default runs/finetune_NAME)")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("predict", help="top-k labels for images")
+    p.add_argument("model", help="registered name, a zoo package directory or a recipe .ckpt")
+    p.add_argument("inputs", nargs="+", help="image files")
+    p.add_argument("--pretrained", help="weights for a registered name (default: its own)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"zoo {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

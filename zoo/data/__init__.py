@@ -1,0 +1,17 @@
+"""Datasets and transforms per modality. Nothing here downloads at import time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+
+def data_root(configured: Optional[Union[str, Path]] = None) -> Path:
+    """Where datasets live: the config's value, else ``$ZOO_DATA``, else ``~/.cache/zoo/data``."""
+    if configured:
+        return Path(configured).expanduser()
+    if os.environ.get("ZOO_DATA"):
+        return Path(os.environ["ZOO_DATA"]).expanduser()
+    from zoo.hub import zoo_home
+    return zoo_home() / "data"

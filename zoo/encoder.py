@@ -1,0 +1,228 @@
+"""The shared Transformer encoder: tokens (B, N, D) -> tokens (B, N, D).
+
+One class serves every modality. Blocks are pre-norm (``x + attn(norm(x))``, then
+``x + mlp(norm(x))``); attention runs through ``F.scaled_dot_product_attention`` with a
+fused QKV projection, and falls back to an explicit softmax path when attention maps are
+asked for (SDPA does not return them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Hyper-parameters of :class:`Encoder`.
+
+    ``layer_scale_init`` enables per-channel residual scaling (CaiT / DeiT-III) when set.
+    ``norm_eps`` is 1e-6 as in timm's ViT (PyTorch's default is 1e-5).
+    """
+
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    proj_drop: float = 0.0
+    attn_drop: float = 0.0
+    drop_path: float = 0.0
+    layer_scale_init: Optional[float] = None
+    norm_eps: float = 1e-6
+    final_norm: bool = True
+
+    def __post_init__(self) -> None:
+        if self.embed_dim % self.num_heads != 0:
+            raise ValueError(
+                f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})"
+            )
+        if self.depth < 1:
+            raise ValueError(f"depth must be >= 1, got {self.depth}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused QKV projection.
+
+    ``fused=True`` uses ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels
+    where available); ``fused=False`` is the explicit reference path, kept for attention maps
+    and for testing that both agree.
+    """
+
+    def __init__(self, dim: int, *, num_heads: int, qkv_bias: bool = True,
+                 attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.fused = True
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
+                return_attention: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """x: (B, N, D); attn_mask: bool (B or 1, 1 or H, N, N), True = attend, or additive float.
+
+        Returns the output (B, N, D) and, if asked, the attention weights (B, H, N, N).
+        """
+        B, N, D = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, hd)
+        dropout_p = self.attn_drop if self.training else 0.0
+        weights = None
+        if self.fused and not return_attention:
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+        else:
+            scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, H, N, N)
+            if attn_mask is not None:
+                if attn_mask.dtype == torch.bool:
+                    scores = scores.masked_fill(~attn_mask, float("-inf"))
+                else:
+                    scores = scores + attn_mask
+            weights = scores.softmax(dim=-1)
+            x = F.dropout(weights, p=dropout_p, training=self.training) @ v
+        x = x.transpose(1, 2).reshape(B, N, D)
+        return self.proj_drop(self.proj(x)), weights
+
+
+class Mlp(nn.Module):
+    """Two-layer feed-forward network: D -> hidden -> D with GELU."""
+
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class LayerScale(nn.Module):
+    """Per-channel learnable scale of a residual branch (Touvron et al., CaiT)."""
+
+    def __init__(self, dim: int, init_value: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init_value)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops a whole residual branch per sample while training."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
+    def __init__(self, dim: int, *, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 proj_drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
+                 layer_scale_init: Optional[float] = None, norm_eps: float = 1e-6) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias,
+                              attn_drop=attn_drop, proj_drop=proj_drop)
+        self.ls1 = LayerScale(dim, layer_scale_init) if layer_scale_init else nn.Identity()
+        self.drop_path1 = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
+        self.ls2 = LayerScale(dim, layer_scale_init) if layer_scale_init else nn.Identity()
+        self.drop_path2 = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
+                return_attention: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        y, weights = self.attn(self.norm1(x), attn_mask, return_attention)
+        x = x + self.drop_path1(self.ls1(y))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        return x, weights
+
+
+class Encoder(nn.Module):
+    """A stack of pre-norm blocks and an optional final LayerNorm: (B, N, D) -> (B, N, D).
+
+    The encoder knows nothing of modalities: front ends make the tokens, heads read them.
+    Drop-path rates rise linearly from 0 to ``config.drop_path`` over the depth.
+    """
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.grad_checkpointing = False
+        rates = [config.drop_path * i / max(1, config.depth - 1) for i in range(config.depth)]
+        self.blocks = nn.ModuleList(
+            Block(config.embed_dim, num_heads=config.num_heads, mlp_ratio=config.mlp_ratio,
+                  qkv_bias=config.qkv_bias, proj_drop=config.proj_drop,
+                  attn_drop=config.attn_drop, drop_path=rate,
+                  layer_scale_init=config.layer_scale_init, norm_eps=config.norm_eps)
+            for rate in rates
+        )
+        self.norm = (nn.LayerNorm(config.embed_dim, eps=config.norm_eps)
+                     if config.final_norm else nn.Identity())
+        self.apply(_init_weights)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute block activations in backward: less memory, about 30% more compute."""
+        self.grad_checkpointing = enable
+
+    def set_fused_attention(self, enable: bool = True) -> None:
+        for block in self.blocks:
+            block.attn.fused = enable
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (B, N, D) -> (B, N, D)."""
+        for block in self.blocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x, _ = checkpoint(block, x, attn_mask, use_reentrant=False)
+            else:
+                x, _ = block(x, attn_mask)
+        return self.norm(x)
+
+    def forward_with_attention(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None
+                               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """As :meth:`forward`, also returning each block's attention weights (B, H, N, N)."""
+        maps = []
+        for block in self.blocks:
+            x, weights = block(x, attn_mask, return_attention=True)
+            maps.append(weights)
+        return self.norm(x), maps
+
+
+def _init_weights(module: nn.Module) -> None:
+    """Truncated-normal (std 0.02) linear weights and zero biases, as ViT / timm do."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

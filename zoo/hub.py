@@ -1,0 +1,198 @@
+"""Weights: where they come from, where they are cached, how they are read.
+
+Sources: a file, a directory written by :func:`zoo.save`, an ``http(s)://`` or ``file://`` URL
+(downloaded once into ``$ZOO_HOME/downloads``, default ``~/.cache/zoo``, and verified by
+sha256 when one is known), or ``hf-hub:org/repo[@revision]`` (through huggingface_hub's own
+cache). ``ZOO_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` reads caches only and never touches the
+network. Tensors are read with safetensors, or ``torch.load(weights_only=True)``: nothing is
+ever unpickled into code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+CONFIG_FILE = "config.json"
+PACKAGE_FORMAT = "zoo"
+_BUNDLED_DIR = Path(__file__).parent / "weights"
+
+
+class ChecksumError(RuntimeError):
+    """A downloaded or cached file whose sha256 is not the expected one."""
+
+
+def zoo_home() -> Path:
+    """Root of zoo's cache: ``$ZOO_HOME`` or ``~/.cache/zoo``."""
+    return Path(os.environ.get("ZOO_HOME") or Path.home() / ".cache" / "zoo")
+
+
+def is_offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+               for v in ("ZOO_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def sha256_of(path: Union[str, Path], chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, sha256: Optional[str]) -> None:
+    if sha256 and (actual := sha256_of(path)) != sha256.lower():
+        raise ChecksumError(f"{path}: sha256 is {actual}, expected {sha256}")
+
+
+def download(url: str, *, sha256: Optional[str] = None, filename: Optional[str] = None,
+             cache_dir: Optional[Path] = None, progress: bool = True) -> Path:
+    """Fetch ``url`` into the cache once and return the cached path.
+
+    A cached file is reused when its sha256 matches (or none is given). A new download goes
+    to a temporary file in the cache directory, is verified, then renamed into place, so an
+    interrupted or corrupt download never shows up as a cached file.
+    """
+    cache_dir = Path(cache_dir or zoo_home() / "downloads")
+    name = filename or Path(urllib.parse.urlparse(url).path).name or "download"
+    if sha256 is None:  # different URLs with the same basename must not collide
+        name = f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
+    target = cache_dir / name
+    if target.exists():
+        _verify(target, sha256)
+        return target
+    if is_offline():
+        raise FileNotFoundError(f"offline mode: {url} is not in the cache ({target})")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    logger.info("downloading %s -> %s", url, target)
+    fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            total = int(response.headers.get("Content-Length") or 0)
+            done = 0
+            while block := response.read(1 << 20):
+                out.write(block)
+                digest.update(block)
+                done += len(block)
+                if progress and total:
+                    logger.info("%s: %.0f%%", name, 100 * done / total)
+        if sha256 and digest.hexdigest() != sha256.lower():
+            raise ChecksumError(
+                f"download of {url}: sha256 is {digest.hexdigest()}, expected {sha256}; "
+                "the partial file was deleted"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def hf_hub_file(repo_id: str, filename: str, revision: Optional[str] = None) -> Path:
+    """A file from a Hugging Face hub repo through huggingface_hub's cache (offline-aware)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision,
+                                    cache_dir=os.environ.get("HF_HUB_CACHE"),
+                                    local_files_only=is_offline()))
+    except (LocalEntryNotFoundError, EntryNotFoundError) as err:
+        where = "in the local cache (offline mode)" if is_offline() else "on the hub"
+        raise FileNotFoundError(f"hf-hub:{repo_id}: no {filename} {where}") from err
+
+
+def load_state_dict_file(path: Union[str, Path]) -> dict[str, torch.Tensor]:
+    """Read tensors from .safetensors, or .pth/.pt/.bin/.ckpt with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt, truncated, or a pickle that asks for code
+        raise ValueError(
+            f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0]}"
+        ) from err
+
+
+def read_package_config(path: Path) -> Optional[dict[str, Any]]:
+    """The zoo package config in ``path`` (a config.json written by zoo.save), or None."""
+    if not path.is_file():
+        return None
+    config = json.loads(path.read_text())
+    return config if config.get("format") == PACKAGE_FORMAT else None
+
+
+def _load_dir(directory: Path) -> tuple[dict[str, torch.Tensor], Optional[dict[str, Any]]]:
+    for name in WEIGHT_FILES:
+        if (directory / name).is_file():
+            return (load_state_dict_file(directory / name),
+                    read_package_config(directory / CONFIG_FILE))
+    raise FileNotFoundError(f"{directory} holds none of {', '.join(WEIGHT_FILES)}")
+
+
+def _load_hf_hub(spec: str, sha256: Optional[str] = None
+                 ) -> tuple[dict[str, torch.Tensor], Optional[dict[str, Any]]]:
+    repo_id, _, revision = spec.partition("@")
+    last_err: Optional[Exception] = None
+    for name in WEIGHT_FILES:
+        try:
+            path = hf_hub_file(repo_id, name, revision or None)
+        except FileNotFoundError as err:
+            last_err = err
+            continue
+        _verify(path, sha256)
+        try:
+            package = read_package_config(hf_hub_file(repo_id, CONFIG_FILE, revision or None))
+        except FileNotFoundError:
+            package = None
+        return load_state_dict_file(path), package
+    raise FileNotFoundError(f"hf-hub:{spec}: found none of {', '.join(WEIGHT_FILES)}") from last_err
+
+
+def load_pretrained(source: Any) -> tuple[dict[str, torch.Tensor], Optional[dict[str, Any]]]:
+    """Resolve a weights source to (raw state dict, zoo package config or None).
+
+    ``source`` is a :class:`zoo.registry.PretrainedCfg` (registered weights) or a path, URL or
+    ``hf-hub:`` id (see the module docstring).
+    """
+    from zoo.registry import PretrainedCfg
+
+    if isinstance(source, PretrainedCfg):
+        if source.file:
+            path = _BUNDLED_DIR / source.file
+            _verify(path, source.sha256)
+            return load_state_dict_file(path), None
+        if source.hf_hub_id:
+            return _load_hf_hub(source.hf_hub_id, source.sha256)
+        path = download(source.url, sha256=source.sha256)
+        return load_state_dict_file(path), None
+    text = str(source)
+    if text.startswith("hf-hub:"):
+        return _load_hf_hub(text[len("hf-hub:"):])
+    if urllib.parse.urlparse(text).scheme in ("http", "https", "file"):
+        return load_state_dict_file(download(text)), None
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return _load_dir(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"pretrained={text!r} is not an existing file or directory, a URL or an hf-hub: id"
+        )
+    return load_state_dict_file(path), None

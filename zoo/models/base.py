@@ -1,0 +1,96 @@
+"""The composed model every modality uses: front end -> shared encoder -> head."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from zoo.encoder import Encoder
+
+
+class TokenModel(nn.Module):
+    """raw input -> ``front_end`` -> tokens (B, N, D) -> ``encoder`` -> ``head`` -> output.
+
+    Subclasses build the three parts; this class gives them the interface users and recipes
+    rely on (timm's): ``forward_features`` / ``forward_head`` / ``forward``,
+    ``reset_classifier``, ``set_grad_checkpointing``, ``no_weight_decay`` and the per-layer
+    grouping used for layer-wise learning-rate decay.
+
+    ``model_args`` holds the keyword arguments the model was built with, so that a saved model
+    can be rebuilt; ``pretrained_cfg`` (set by :func:`zoo.create_model`) describes its weights
+    and preprocessing.
+    """
+
+    modality: str = ""
+
+    def __init__(self, front_end: nn.Module, encoder: Encoder, head: nn.Module,
+                 model_args: dict[str, Any]) -> None:
+        super().__init__()
+        self.front_end = front_end
+        self.encoder = encoder
+        self.head = head
+        self.model_args = dict(model_args)
+        self.pretrained_cfg: Optional[Any] = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    @property
+    def embed_dim(self) -> int:
+        return self.encoder.embed_dim
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw input -> encoder tokens (B, N, D), prefix tokens first."""
+        return self.encoder(self.front_end(x))
+
+    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(tokens, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each block's attention weights (B, heads, N, N) for input ``x``, first block first."""
+        _, maps = self.encoder.forward_with_attention(self.front_end(x))
+        return maps
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a new one (0 = return pooled features)."""
+        self.head.reset(num_classes)
+        self.model_args["num_classes"] = num_classes
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.encoder.set_grad_checkpointing(enable)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that take no weight decay (position tables, special tokens)."""
+        names = getattr(self.front_end, "no_weight_decay_names", ("pos_embed", "cls_token"))
+        return {f"front_end.{n}" for n, _ in self.front_end.named_parameters() if n in names}
+
+    @property
+    def num_layer_groups(self) -> int:
+        """Front end (0), one group per block (1..depth), then the final norm and head."""
+        return len(self.encoder.blocks) + 2
+
+    def layer_id(self, param_name: str) -> int:
+        """The layer group of a parameter, for layer-wise learning-rate decay."""
+        if param_name.startswith("front_end."):
+            return 0
+        if param_name.startswith("encoder.blocks."):
+            return int(param_name.split(".")[2]) + 1
+        return self.num_layer_groups - 1
+
+    def input_spec(self) -> dict[str, Any]:
+        """Preprocessing facts that follow from the model's own arguments (e.g. input size)."""
+        return {}
+
+    def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Fit a zoo-format checkpoint to this model's shapes (e.g. resample positions)."""
+        state_dict = dict(state_dict)
+        adapt = getattr(self.front_end, "adapt_state_dict", None)
+        if adapt is not None:
+            adapt(state_dict, "front_end.")
+        return state_dict
