@@ -54,3 +54,13 @@ def timm_vit():
         return fill_with_noise(model.to_empty(device="cpu"), seed)
 
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """Run torch on one thread: these tests use small tensors, where a second intra-op thread
+    costs more than it gains, and on a busy two-core machine it can be 100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

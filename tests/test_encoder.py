@@ -7,6 +7,8 @@ import torch
 
 from zoo.encoder import Attention, DropPath, Encoder, EncoderConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 DIM, HEADS, TOKENS = 64, 4, 11
 
 
@@ -78,8 +80,7 @@ def test_manual_attention_matches_a_reference_implementation():
     with torch.no_grad():
         out, weights = attn(x, return_attention=True)
         q, k, v = attn.qkv(x).chunk(3, dim=-1)  # each (B, N, D), heads contiguous in D
-        split = lambda t: t.reshape(2, TOKENS, HEADS, DIM // HEADS).transpose(1, 2)
-        q, k, v = split(q), split(k), split(v)
+        q, k, v = (t.reshape(2, TOKENS, HEADS, DIM // HEADS).transpose(1, 2) for t in (q, k, v))
         ref_weights = torch.softmax(q @ k.transpose(-1, -2) / (DIM // HEADS) ** 0.5, dim=-1)
         ref = attn.proj((ref_weights @ v).transpose(1, 2).reshape(2, TOKENS, DIM))
     torch.testing.assert_close(weights, ref_weights, rtol=1e-5, atol=1e-6)

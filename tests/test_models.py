@@ -9,6 +9,8 @@ import zoo
 from zoo.frontends.pos_embed import resample_pos_embed
 from zoo.registry import get_entry
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IMAGE_MODELS = zoo.list_models(modality="image")
 TINY = dict(depth=2, embed_dim=64, num_heads=2)
 

@@ -71,8 +71,14 @@ def download(url: str, *, sha256: Optional[str] = None, filename: Optional[str] 
         name = f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
     target = cache_dir / name
     if target.exists():
-        _verify(target, sha256)
-        return target
+        try:
+            _verify(target, sha256)
+            return target
+        except ChecksumError as err:
+            if is_offline():
+                raise
+            logger.warning("%s; downloading it again", err)
+            target.unlink()
     if is_offline():
         raise FileNotFoundError(f"offline mode: {url} is not in the cache ({target})")
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -163,7 +169,9 @@ def _load_hf_hub(spec: str, sha256: Optional[str] = None
         except FileNotFoundError:
             package = None
         return load_state_dict_file(path), package
-    raise FileNotFoundError(f"hf-hub:{spec}: found none of {', '.join(WEIGHT_FILES)}") from last_err
+    where = " in the local cache (offline mode)" if is_offline() else ""
+    raise FileNotFoundError(
+        f"hf-hub:{spec}: found none of {', '.join(WEIGHT_FILES)}{where}") from last_err
 
 
 def load_pretrained(source: Any) -> tuple[dict[str, torch.Tensor], Optional[dict[str, Any]]]:

@@ -85,9 +85,9 @@ class ImageFrontEnd(nn.Module):
         old_tokens = table.shape[1] - self.num_prefix_tokens
         side = int(round(old_tokens ** 0.5))
         if side * side != old_tokens:
-            raise ValueError(
-                f"checkpoint {key} has {old_tokens} grid positions, not a square grid; "
-                f"build the model with the checkpoint's img_size instead"
-            )
+            # Not a square grid given this model's prefix tokens: a non-square img_size, or a
+            # checkpoint built with another class_token setting. Leave the table as it is; the
+            # strict load then names the mismatching keys (pos_embed, cls_token).
+            return
         state_dict[key] = resample_pos_embed(table, self.grid_size, (side, side),
                                              num_prefix_tokens=self.num_prefix_tokens)
