@@ -143,7 +143,7 @@ def _build(cls: type, values: Any, where: str) -> Any:
     for key, value in values.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
             hint = f"; did you mean '{(where + '.') if where else ''}{close[0]}'?" if close else ""
             raise ConfigError(f"unknown config key '{path}'{hint} (known: {', '.join(names)})")
         hint = hints[key]

@@ -153,7 +153,7 @@ def test_finetune_image_folder_end_to_end(tmp_path, timm_tiny_checkpoint, mode, 
     code = cli.main(["finetune", "vit_tiny_patch16_224", "--data", str(data), "--mode", mode,
                      "--pretrained", str(timm_tiny_checkpoint), "--img-size", "32",
                      "--epochs", "4", "--lr", "5e-3", "--batch-size", "8", "--num-workers", "0",
-                     "--output", str(out), *extra, "model.kwargs.depth=2", *QUIET])
+                     "--output", str(out), *extra, *QUIET])
     assert code == 0
     result = json.loads((out / "metrics.json").read_text())
     assert result["test_split"] == "val" and result["num_test"] == 4

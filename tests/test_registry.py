@@ -65,7 +65,8 @@ def test_list_models_pretrained():
     weights = zoo.list_models(pretrained=True)
     assert "vit_tiny_patch16_224.augreg_in21k_ft_in1k" in weights
     assert all("." in n for n in weights)
-    assert not any("_patch4_" in n for n in weights)  # small-image variants ship no weights
+    # of the small-image variants only the digits model ships weights (bundled in the package)
+    assert [n for n in weights if "_patch4_" in n] == ["vit_nano_patch4_16.digits"]
     assert zoo.list_models("vit_base_patch16_224", pretrained=True) == [
         "vit_base_patch16_224.augreg2_in21k_ft_in1k", "vit_base_patch16_224.augreg_in21k_ft_in1k"]
     assert zoo.list_models("*augreg2*", pretrained=True) == [
@@ -141,12 +142,18 @@ def test_pretrained_cfg_follows_overrides():
 
 
 def test_pretrained_cfg_of_a_small_image_variant():
-    model = zoo.create_model("vit_nano_patch4_16", **SMALL)
+    model = zoo.create_model("vit_tiny_patch4_32", **SMALL)
     cfg = model.pretrained_cfg
     assert model.num_classes == 10 and cfg.num_classes == 10
-    assert cfg.preprocess["input_size"] == (3, 16, 16) and cfg.preprocess["mean"] == (0.5,) * 3
+    assert cfg.preprocess["input_size"] == (3, 32, 32) and cfg.preprocess["mean"] == (0.5,) * 3
     assert cfg.license is None and cfg.hf_hub_id is None and not cfg.has_weights
-    assert cfg.name == "vit_nano_patch4_16"
+    assert cfg.name == "vit_tiny_patch4_32"
+
+
+def test_bundled_weights_cfg():
+    cfg = zoo.create_model("vit_nano_patch4_16", **SMALL).pretrained_cfg
+    assert cfg.name == "vit_nano_patch4_16.digits" and cfg.has_weights
+    assert cfg.file and len(cfg.sha256) == 64 and cfg.labels == tuple("0123456789")
 
 
 def test_pretrained_cfg_dict_round_trip():
