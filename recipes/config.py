@@ -42,18 +42,29 @@ class ModelSection:
     name: str = "vit_nano_patch4_32"
     pretrained: Union[bool, str] = False     # true, a path, a URL or hf-hub:org/repo
     kwargs: dict = field(default_factory=dict)  # variant overrides, e.g. {drop_path_rate: 0.1}
+    encoder_from: Optional[str] = None      # init the encoder from another model (e.g. an image ViT)
     grad_checkpointing: bool = False
 
 
 @dataclass
 class DataSection:
-    dataset: str = "digits"                 # digits | imagefolder
-    root: Optional[str] = None              # imagefolder: the folder of class sub-folders
+    dataset: str = "digits"                 # digits | imagefolder (image); fsdd | audiofolder (audio)
+    root: Optional[str] = None              # imagefolder / audiofolder: the folder of class
+                                            # sub-folders; fsdd: its folder (default $ZOO_DATA/fsdd)
     img_size: Optional[int] = None          # default: the model's input size
     batch_size: int = 64
     num_workers: int = 0
     val_fraction: float = 0.2               # imagefolder without train/ val/ sub-folders
     augment: bool = True
+    # audio only
+    time_shift: bool = True                 # move each clip to a random start in its window
+    freq_mask: int = 0                      # SpecAugment: widest frequency mask (bins)
+    time_mask: int = 0                      # SpecAugment: widest time mask (frames)
+    num_masks: int = 1                      # SpecAugment: masks of each kind per clip
+    time_stretch: float = 1.0               # speed each clip up / down by up to this factor
+    gain_db: float = 0.0                    # louder / quieter by up to this many dB
+    mixup: float = 0.0                      # Beta(a, a) mixup of inputs and targets; 0 = off
+    on_error: str = "raise"                 # unreadable audio file: raise | skip (logged)
 
 
 @dataclass
@@ -103,10 +114,11 @@ class RecipeConfig:
         return d
 
 
-TASKS = ("image_classification",)
+TASKS = ("image_classification", "audio_classification")
 CHOICES = {
     "task": TASKS,
-    "data.dataset": ("digits", "imagefolder"),
+    "data.dataset": ("digits", "imagefolder", "fsdd", "audiofolder"),
+    "data.on_error": ("raise", "skip"),
     "finetune.mode": ("full", "freeze_backbone", "linear_probe"),
 }
 

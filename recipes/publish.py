@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 from safetensors.torch import save_file
 
-from recipes.image import ImageClassifier
+from recipes.classification import Classifier
 from zoo.hub import sha256_of
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "zoo" / "weights"
@@ -28,26 +28,37 @@ DATASETS = {
         split="fixed stratified split of the 1,797 8x8 images (seed 0): 1,257 train / 180 val / "
               "360 test; `zoo.data.images.digits_split_indices()`",
         license="CC BY 4.0 (UCI Machine Learning Repository)",
+        task="image classification", unit="images",
+    ),
+    "fsdd": dict(
+        title="Free Spoken Digit Dataset (FSDD), github.com/Jakobovski/free-spoken-digit-dataset "
+              "at commit 26eb9aa: 3,000 8 kHz recordings of 6 speakers",
+        split="standard split: takes 0-4 of each speaker and digit are the test set (300 clips); "
+              "of takes 5-49, 10-49 train (2,400) and 5-9 validate (300)",
+        license="CC BY-SA 4.0",
+        task="audio classification (spoken digits)", unit="clips",
     ),
 }
 
+KIND = {"image": "A Vision Transformer", "audio": "An Audio Spectrogram Transformer"}
+
 
 def render_card(*, name: str, arch: str, params: int, metrics: dict[str, Any], run: dict[str, Any],
-                config: str, dataset: str, preprocess: dict[str, Any]) -> str:
+                config: str, dataset: str, preprocess: dict[str, Any], modality: str = "image") -> str:
     """The model card: what was trained on what, how it scored, how to reproduce it."""
     data = DATASETS[dataset]
     rows = [("architecture", f"`{arch}`"), ("parameters", f"{params:,}"),
-            ("task", "image classification"), ("data", data["title"]), ("split", data["split"]),
+            ("task", data["task"]), ("data", data["title"]), ("split", data["split"]),
             ("data license", data["license"]), ("weights license", "Apache-2.0"),
             ("training time", f"{run['train_time_s']:.0f} s on {run['device']} "
                               f"({run['torch_threads']} threads), {run['epochs']} epochs"),
             ("date", run["date"])]
     rows += [(f"input {k}", str(v)) for k, v in preprocess.items()]
     lines = [f"# {name}", "",
-             f"A Vision Transformer trained from scratch with zoo's image recipe.", "",
+             f"{KIND[modality]} trained from scratch with zoo's {modality} recipe.", "",
              "| field | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in rows]
     lines += ["", "## Metrics", "", f"Measured by `zoo eval` on the {run['test_split']} split "
-              f"({run['num_test']} images).", "", "| metric | value |", "| --- | --- |"]
+              f"({run['num_test']} {data['unit']}).", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {k} | {v:.2f} |" for k, v in metrics.items()]
     lines += ["", "## Reproduce", "", "```bash", run["command"], "```", "",
               "The resolved config:", "", "```yaml", config.rstrip(), "```", "",
@@ -58,7 +69,7 @@ def render_card(*, name: str, arch: str, params: int, metrics: dict[str, Any], r
 
 def publish(run_dir: Path, tag: str, dataset: str) -> dict[str, Any]:
     run = json.loads((run_dir / "metrics.json").read_text())
-    module = ImageClassifier.from_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+    module = Classifier.from_checkpoint(run_dir / "checkpoints" / "best.ckpt")
     model = module.model
     arch = model.pretrained_cfg.architecture
     name = f"{arch}.{tag}"
@@ -71,7 +82,8 @@ def publish(run_dir: Path, tag: str, dataset: str) -> dict[str, Any]:
         metrics[f"{dataset} test top-5"] = 100 * run["metrics"]["test/top5"]
     card = render_card(name=name, arch=arch, params=sum(p.numel() for p in model.parameters()),
                        metrics=metrics, run=run, config=(run_dir / "config.yaml").read_text(),
-                       dataset=dataset, preprocess=dict(model.pretrained_cfg.preprocess))
+                       dataset=dataset, preprocess=dict(model.pretrained_cfg.preprocess),
+                       modality=model.modality)
     CARDS_DIR.mkdir(exist_ok=True)
     (CARDS_DIR / f"{name}.md").write_text(card)
     return dict(tag=tag, file=weights.name, sha256=sha256_of(weights),

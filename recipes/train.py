@@ -19,8 +19,10 @@ import lightning as L
 import torch
 
 import zoo
-from recipes.config import RecipeConfig, load_config, save_config
-from recipes.image import ImageClassifier, ImageDataModule
+from recipes.audio import AudioDataModule
+from recipes.classification import Classifier
+from recipes.config import ConfigError, RecipeConfig, load_config, save_config
+from recipes.image import ImageDataModule
 
 logger = logging.getLogger("zoo.recipes")
 
@@ -33,29 +35,55 @@ def _precision(name: str) -> str:
     return "32-true"
 
 
-def build_datamodule(config: RecipeConfig) -> ImageDataModule:
+DATASETS = {"image_classification": ("digits", "imagefolder"),
+            "audio_classification": ("fsdd", "audiofolder")}
+
+
+def _audio_fbank(config: RecipeConfig):
+    """The filterbank settings of the configured model (built on the meta device: no weights)."""
+    with torch.device("meta"):
+        model = zoo.create_model(config.model.name, **config.model.kwargs)
+    return model.fbank_config
+
+
+def build_datamodule(config: RecipeConfig) -> L.LightningDataModule:
+    if config.data.dataset not in DATASETS[config.task]:
+        raise ConfigError(f"data.dataset={config.data.dataset!r} does not fit task={config.task!r}; "
+                          f"use one of {DATASETS[config.task]}")
+    d = config.data
+    if config.task == "audio_classification":
+        dm = AudioDataModule(dataset=d.dataset, fbank=_audio_fbank(config), root=d.root,
+                             batch_size=d.batch_size, num_workers=d.num_workers,
+                             val_fraction=d.val_fraction, augment=d.augment,
+                             time_shift=d.time_shift, freq_mask=d.freq_mask,
+                             time_mask=d.time_mask, num_masks=d.num_masks,
+                             time_stretch=d.time_stretch, gain_db=d.gain_db, on_error=d.on_error,
+                             seed=config.seed)
+        dm.setup("fit")
+        return dm
     entry, tag = zoo.registry.get_entry(config.model.name)
     preprocess = dict(entry.cfg(tag).preprocess)
-    img_size = config.data.img_size or config.model.kwargs.get("img_size") or preprocess["input_size"][-1]
-    dm = ImageDataModule(dataset=config.data.dataset, img_size=int(img_size), preprocess=preprocess,
-                         root=config.data.root, batch_size=config.data.batch_size,
-                         num_workers=config.data.num_workers, val_fraction=config.data.val_fraction,
-                         augment=config.data.augment, seed=config.seed)
+    img_size = d.img_size or config.model.kwargs.get("img_size") or preprocess["input_size"][-1]
+    dm = ImageDataModule(dataset=d.dataset, img_size=int(img_size), preprocess=preprocess,
+                         root=d.root, batch_size=d.batch_size, num_workers=d.num_workers,
+                         val_fraction=d.val_fraction, augment=d.augment, seed=config.seed)
     dm.setup("fit")
     return dm
 
 
-def build_module(config: RecipeConfig, dm: ImageDataModule) -> ImageClassifier:
+def build_module(config: RecipeConfig, dm: L.LightningDataModule) -> Classifier:
     kwargs = dict(config.model.kwargs)
-    kwargs["img_size"] = dm.img_size
+    if isinstance(dm, ImageDataModule):
+        kwargs["img_size"] = dm.img_size
     o = config.optim
-    return ImageClassifier(
+    return Classifier(
         model_name=config.model.name, num_classes=dm.num_classes, labels=dm.classes,
         pretrained=config.model.pretrained, model_kwargs=kwargs,
         grad_checkpointing=config.model.grad_checkpointing, lr=o.lr, min_lr=o.min_lr,
         weight_decay=o.weight_decay, betas=list(o.betas), warmup_epochs=o.warmup_epochs,
         label_smoothing=o.label_smoothing, layer_decay=o.layer_decay,
         finetune_mode=config.finetune.mode, trainable_blocks=config.finetune.trainable_blocks,
+        mixup=config.data.mixup, encoder_from=config.model.encoder_from,
     )
 
 
@@ -113,7 +141,7 @@ def train(config: RecipeConfig, command: Optional[str] = None) -> dict[str, Any]
 def evaluate(config: RecipeConfig, ckpt: str) -> dict[str, Any]:
     """Test a recipe checkpoint on the config's test split (its validation split if none)."""
     dm = build_datamodule(config)
-    module = ImageClassifier.from_checkpoint(ckpt)
+    module = Classifier.from_checkpoint(ckpt)
     if module.hparams.num_classes != dm.num_classes:
         raise ValueError(f"{ckpt} has {module.hparams.num_classes} classes; "
                          f"the config's data has {dm.num_classes}")

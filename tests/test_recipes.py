@@ -114,7 +114,7 @@ def test_digits_train_then_eval_agree(tmp_path, capsys):
 
 
 def test_published_digits_weights_reproduce_their_card():
-    from recipes.image import ImageClassifier  # noqa: F401  (recipes importable)
+    from recipes.classification import Classifier  # noqa: F401  (recipes importable)
     from zoo.data.images import DigitsDataset
 
     model = zoo.create_model("vit_nano_patch4_16.digits", pretrained=True).eval()

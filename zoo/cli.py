@@ -79,16 +79,23 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from recipes.config import load_config
     from recipes.train import train
 
-    get_entry(args.name)  # fail fast on a bad name
+    entry, _ = get_entry(args.name)  # fail fast on a bad name
     data = Path(args.data)
     if not data.is_dir():
         raise FileNotFoundError(f"--data {data} is not a directory (expected one sub-folder per class)")
+    if entry.modality not in ("image", "audio"):
+        raise ValueError(f"zoo finetune classifies images or audio; {args.name} is a "
+                         f"{entry.modality} model")
+    if args.img_size and entry.modality != "image":
+        raise ValueError("--img-size applies to image models only")
     pretrained = False if args.no_pretrained else (args.pretrained or True)
+    audio = entry.modality == "audio"
     sections = dict(
+        task="audio_classification" if audio else "image_classification",
         output_dir=args.output or f"runs/finetune_{args.name}",
         model=dict(name=args.name, pretrained=pretrained),
-        data=dict(dataset="imagefolder", root=str(data), batch_size=args.batch_size,
-                  num_workers=args.num_workers,
+        data=dict(dataset="audiofolder" if audio else "imagefolder", root=str(data),
+                  batch_size=args.batch_size, num_workers=args.num_workers,
                   **({"img_size": args.img_size} if args.img_size else {})),
         optim=dict(lr=args.lr, layer_decay=args.layer_decay, warmup_epochs=args.warmup_epochs,
                    weight_decay=args.weight_decay),
@@ -104,11 +111,35 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def _load_for_predict(spec: str, pretrained: Optional[str]) -> torch.nn.Module:
     path = Path(spec)
     if path.suffix == ".ckpt":
-        from recipes.image import ImageClassifier
-        return ImageClassifier.from_checkpoint(path).model
+        from recipes.classification import Classifier
+        return Classifier.from_checkpoint(path).model
     if path.is_dir():
         return zoo.load(path)
     return zoo.create_model(spec, pretrained=pretrained or True)
+
+
+def _print_top(name: str, logits: torch.Tensor, labels: Sequence[str], k: int) -> None:
+    top = logits.softmax(dim=-1).topk(min(k, logits.shape[-1]))
+    print(name)
+    for p, i in zip(top.values.tolist(), top.indices.tolist()):
+        print(f"  {labels[i]:<30} {100 * p:6.2f}%")
+
+
+def _predict_audio(model: torch.nn.Module, inputs: Sequence[str], k: int) -> None:
+    from zoo.data.audio import load_audio
+    from zoo.data.images import resolve_labels
+
+    labels = resolve_labels(model.pretrained_cfg.labels, model.num_classes)
+    rate = model.fbank_config.sample_rate
+    for name in inputs:
+        wave, _ = load_audio(name, sample_rate=rate)       # mono, resampled to the model's rate
+        frame = model.fbank_config.frame_length
+        if wave.numel() < frame:
+            raise ValueError(f"{name}: {wave.numel()} samples at {rate} Hz is shorter than one "
+                             f"{model.fbank_config.frame_length_ms:g} ms frame")
+        with torch.inference_mode():
+            logits = model(wave[None])[0]
+        _print_top(name, logits, labels, k)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -117,11 +148,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from zoo.data.images import eval_transform, preprocess_settings, resolve_labels
 
     model = _load_for_predict(args.model, args.pretrained).eval()
+    if getattr(model, "modality", "") == "audio":
+        _predict_audio(model, args.inputs, args.top_k)
+        return 0
     cfg = model.pretrained_cfg
     settings = preprocess_settings(cfg.preprocess)
     transform = eval_transform(cfg.preprocess["input_size"][-1], **settings)
     labels = resolve_labels(cfg.labels, model.num_classes)
-    k = min(args.top_k, model.num_classes)
     for name in args.inputs:
         try:
             with Image.open(name) as image:
@@ -129,11 +162,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         except (FileNotFoundError, UnidentifiedImageError) as err:
             raise ValueError(f"cannot read image {name}: {err}") from err
         with torch.inference_mode():
-            probs = model(batch).softmax(dim=-1)[0]
-        top = probs.topk(k)
-        print(name)
-        for p, i in zip(top.values.tolist(), top.indices.tolist()):
-            print(f"  {labels[i]:<30} {100 * p:6.2f}%")
+            logits = model(batch)[0]
+        _print_top(name, logits, labels, args.top_k)
     return 0
 
 
@@ -163,10 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("finetune", help="fine-tune a model on your own ImageFolder data")
-    p.add_argument("name", help="registered model name, e.g. vit_tiny_patch16_224")
-    p.add_argument("--data", required=True, help="folder with one sub-folder per class "
-                   "(or train/ and val/ folders laid out so)")
+    p = sub.add_parser("finetune", help="fine-tune a classifier on your own image or audio folder")
+    p.add_argument("name", help="registered model name, e.g. vit_tiny_patch16_224 or ast_tiny_d6_8k")
+    p.add_argument("--data", required=True, help="folder with one sub-folder per class of images "
+                   "or .wav/.flac/.ogg clips (or train/ and val/ folders laid out so)")
     p.add_argument("--mode", default="full", choices=("full", "freeze_backbone", "linear_probe"))
     p.add_argument("--trainable-blocks", type=int, default=0,
                    help="freeze_backbone: how many of the last blocks to train")
@@ -186,9 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     p.set_defaults(func=cmd_finetune)
 
-    p = sub.add_parser("predict", help="top-k labels for images")
+    p = sub.add_parser("predict", help="top-k labels for images or audio clips")
     p.add_argument("model", help="registered name, a zoo package directory or a recipe .ckpt")
-    p.add_argument("inputs", nargs="+", help="image files")
+    p.add_argument("inputs", nargs="+", help="image files, or audio files (.wav, .flac, .ogg) "
+                   "for an audio model")
     p.add_argument("--pretrained", help="weights for a registered name (default: its own)")
     p.add_argument("--top-k", type=int, default=5)
     p.set_defaults(func=cmd_predict)

@@ -177,7 +177,8 @@ def list_models(pattern: str = "*", *, modality: Optional[str] = None,
 
 
 def create_model(name: str, pretrained: Union[bool, str, Path] = False, *,
-                 num_classes: Optional[int] = None, **kwargs: Any) -> nn.Module:
+                 num_classes: Optional[int] = None,
+                 encoder_from: Union[str, Path, nn.Module, None] = None, **kwargs: Any) -> nn.Module:
     """Build a registered model, optionally with weights.
 
     Args:
@@ -188,11 +189,17 @@ def create_model(name: str, pretrained: Union[bool, str, Path] = False, *,
             ``hf-hub:org/repo``. timm checkpoints are converted automatically.
         num_classes: classifier size. Defaults to the checkpoint's; a different value keeps
             the backbone and re-initialises the classifier.
+        encoder_from: initialise the shared encoder (and what fits of the front end) from
+            another model, e.g. an image-pretrained ViT for an audio model (the AST recipe):
+            a registered name (its default weights), a weights source as for ``pretrained``,
+            or a zoo model. The head stays freshly initialised.
         **kwargs: overrides of the variant's arguments, e.g. ``img_size=384``.
     """
     from zoo import hub
     from zoo.convert import to_zoo_state_dict
 
+    if encoder_from is not None and pretrained:
+        raise ValueError("pass either pretrained= or encoder_from=, not both")
     entry, tag = get_entry(name)
     cfg = entry.cfg(tag)
     state_dict, package = None, None
@@ -239,10 +246,35 @@ def create_model(name: str, pretrained: Union[bool, str, Path] = False, *,
         else:
             load_state_dict(model, state_dict, source=str(pretrained))
 
+    if encoder_from is not None:
+        source = _encoder_state_dict(encoder_from)
+        model.init_encoder_from(source)
+        logger.info("%s: encoder initialised from %s", name, getattr(encoder_from, "pretrained_cfg", None)
+                    and encoder_from.pretrained_cfg.name or encoder_from)
+        cfg = replace(cfg, tag="", metrics={}, description=f"encoder initialised from {encoder_from}"
+                      if not isinstance(encoder_from, nn.Module) else "encoder initialised from a model")
+
     if model.num_classes != cfg.num_classes:
         cfg = replace(cfg, num_classes=model.num_classes, labels=None, metrics={})
     model.pretrained_cfg = replace(cfg, preprocess={**cfg.preprocess, **model.input_spec()})
     return model
+
+
+def _encoder_state_dict(source: Union[str, Path, nn.Module]) -> dict[str, Any]:
+    """A zoo-keyed state dict for ``encoder_from``: a model, a registered name, or a source."""
+    from zoo import hub
+    from zoo.convert import to_zoo_state_dict
+
+    if isinstance(source, nn.Module):
+        return dict(source.state_dict())
+    text = str(source)
+    try:
+        get_entry(text)
+    except ModelNotFoundError:
+        if not (Path(text).expanduser().exists() or "://" in text or text.startswith("hf-hub:")):
+            raise
+        return to_zoo_state_dict(hub.load_pretrained(text)[0])
+    return dict(create_model(text, pretrained=True).state_dict())
 
 
 def _checkpoint_num_classes(state_dict: Optional[Mapping[str, Any]]) -> Optional[int]:

@@ -1,6 +1,7 @@
 """Composed models and their registered variants (importing this registers them)."""
 
+from zoo.models.ast import AudioSpectrogramTransformer
 from zoo.models.base import TokenModel
 from zoo.models.vit import VisionTransformer
 
-__all__ = ["TokenModel", "VisionTransformer"]
+__all__ = ["AudioSpectrogramTransformer", "TokenModel", "VisionTransformer"]

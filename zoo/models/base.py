@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from zoo.encoder import Encoder
+from zoo.registry import load_state_dict
 
 
 class TokenModel(nn.Module):
@@ -82,6 +83,16 @@ class TokenModel(nn.Module):
         if param_name.startswith("encoder.blocks."):
             return int(param_name.split(".")[2]) + 1
         return self.num_layer_groups - 1
+
+    def init_encoder_from(self, state_dict: dict[str, torch.Tensor]) -> list[str]:
+        """Copy another zoo model's encoder (same width and depth) into this one; returns the keys.
+
+        Modalities override this to also adapt what fits of the front end.
+        """
+        own = self.encoder.state_dict()
+        source = {k[len("encoder."):]: v for k, v in state_dict.items() if k.startswith("encoder.")}
+        load_state_dict(self.encoder, source, source="encoder_from")
+        return sorted(f"encoder.{k}" for k in own)
 
     def input_spec(self) -> dict[str, Any]:
         """Preprocessing facts that follow from the model's own arguments (e.g. input size)."""

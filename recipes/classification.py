@@ -1,0 +1,140 @@
+"""Classification for any zoo classifier (images, audio): the LightningModule behind `zoo train`
+and `zoo finetune` for classification tasks."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+import zoo
+from recipes.optim import param_groups, warmup_cosine
+from zoo.data.augment import mixup
+
+FINETUNE_MODES = ("full", "freeze_backbone", "linear_probe")
+
+
+class Classifier(L.LightningModule):
+    """Any zoo classifier trained with cross-entropy (label smoothing), AdamW, warm-up + cosine.
+
+    ``finetune_mode``: ``full`` trains everything (optionally with layer-wise lr decay);
+    ``freeze_backbone`` trains the head, the final norm and the last ``trainable_blocks``
+    blocks; ``linear_probe`` trains only the final linear layer on frozen features.
+    ``mixup`` > 0 mixes training inputs and their one-hot targets with a Beta(mixup, mixup)
+    weight (Zhang et al. 2018); ``encoder_from`` initialises the encoder from another model
+    (e.g. an image ViT for an audio model).
+    """
+
+    def __init__(self, *, model_name: str, num_classes: int, labels: Sequence[str],
+                 pretrained: Any = False, model_kwargs: Optional[dict] = None,
+                 grad_checkpointing: bool = False, lr: float = 1e-3, min_lr: float = 1e-5,
+                 weight_decay: float = 0.05, betas: Sequence[float] = (0.9, 0.999),
+                 warmup_epochs: float = 1.0, label_smoothing: float = 0.1,
+                 layer_decay: Optional[float] = None, finetune_mode: str = "full",
+                 trainable_blocks: int = 0, mixup: float = 0.0,
+                 encoder_from: Optional[str] = None) -> None:
+        super().__init__()
+        if finetune_mode not in FINETUNE_MODES:
+            raise ValueError(f"finetune_mode must be one of {FINETUNE_MODES}, got {finetune_mode!r}")
+        self.save_hyperparameters()
+        if mixup < 0:
+            raise ValueError(f"mixup must be >= 0, got {mixup}")
+        self.model = zoo.create_model(model_name, pretrained=pretrained, num_classes=num_classes,
+                                      encoder_from=encoder_from, **(model_kwargs or {}))
+        cfg = self.model.pretrained_cfg
+        self.model.pretrained_cfg = replace(cfg, labels=tuple(labels), metrics={})
+        self.model.set_grad_checkpointing(grad_checkpointing)
+        self.frozen = self._freeze(finetune_mode, trainable_blocks)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_top5 = (MulticlassAccuracy(num_classes, top_k=5, average="micro")
+                          if num_classes > 5 else None)
+
+    def _freeze(self, mode: str, trainable_blocks: int) -> list[nn.Module]:
+        """Freeze per ``mode``; returns the modules to keep in eval mode while training."""
+        if mode == "full":
+            return []
+        model = self.model
+        frozen: list[nn.Module] = [model.front_end]
+        if mode == "linear_probe":
+            frozen += [model.encoder, model.head.fc_norm]
+        else:
+            blocks = list(model.encoder.blocks)
+            keep = max(0, min(trainable_blocks, len(blocks)))
+            frozen += blocks[: len(blocks) - keep]
+        for module in frozen:
+            module.requires_grad_(False)
+        return frozen
+
+    def on_train_epoch_start(self) -> None:
+        for module in self.frozen:  # frozen features: no dropout / drop-path noise
+            module.eval()
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(inputs)
+
+    def _step(self, batch, metric: MulticlassAccuracy, stage: str) -> torch.Tensor:
+        inputs, targets = batch
+        if stage == "train" and self.hparams.mixup > 0:
+            soft = F.one_hot(targets, self.hparams.num_classes).to(inputs.dtype)
+            inputs, soft = mixup(inputs, soft, alpha=self.hparams.mixup)
+            logits = self(inputs)
+            loss = F.cross_entropy(logits, soft, label_smoothing=self.hparams.label_smoothing)
+        else:
+            logits = self(inputs)
+            loss = self.criterion(logits, targets)
+        metric.update(logits, targets)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=True)
+        if stage == "test" and self.test_top5 is not None:
+            self.test_top5.update(logits, targets)
+            self.log("test/top5", self.test_top5, on_step=False, on_epoch=True)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, self.train_acc, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, self.val_acc, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, self.test_acc, "test")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = param_groups(self.model, lr=hp.lr, weight_decay=hp.weight_decay,
+                              layer_decay=hp.layer_decay)
+        fused = torch.cuda.is_available() and next(self.parameters()).is_cuda
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), fused=fused or None)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
+        scheduler = warmup_cosine(optimizer, warmup_steps=int(hp.warmup_epochs * steps_per_epoch),
+                                  total_steps=total, min_lr_ratio=hp.min_lr / hp.lr)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> "Classifier":
+        """Rebuild from a recipe checkpoint without re-reading the original pretrained source."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:
+            raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
+        if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
+            raise ValueError(f"{path} is not a zoo recipe checkpoint (no hyper_parameters/state_dict)")
+        hparams = {**ckpt["hyper_parameters"], "pretrained": False, "encoder_from": None}
+        module = cls(**hparams)
+        module.load_state_dict(ckpt["state_dict"])
+        return module

@@ -1,0 +1,145 @@
+"""The audio recipe end to end: AudioFolder fine-tuning on generated audio, predict, bad files,
+the FSDD config, and the published FSDD weights against their card."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+import zoo
+from recipes.config import ConfigError, load_config
+from zoo import cli
+
+QUIET = ["trainer.enable_progress_bar=false"]
+FSDD_CONFIG = "configs/audio/ast_tiny_d6_fsdd.yaml"
+
+
+def _tone(freq: float, seconds: float, rate: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * rate)) / rate
+    return 0.5 * torch.sin(2 * math.pi * freq * (1 + 0.05 * torch.rand(1, generator=gen)) * t) \
+        + 0.02 * torch.randn(t.shape, generator=gen)
+
+
+def _write_tone_folder(root: Path, per_class: int = 8, rate: int = 16000) -> None:
+    """Two classes any model separates: low (300 Hz) and high (2 kHz) tones, 16 kHz stereo
+    .wav and mono .flac mixed, so loading resamples and mixes down."""
+    for label, freq in (("high", 2000.0), ("low", 300.0)):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            wave = _tone(freq, 0.3 + 0.05 * i, rate, seed=i).numpy()
+            if i % 2:
+                sf.write(root / label / f"{i}.flac", wave, rate)
+            else:
+                sf.write(root / label / f"{i}.wav", torch.tensor(wave)[:, None].repeat(1, 2).numpy(), rate)
+
+
+@pytest.fixture(scope="module")
+def tone_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tones")
+    _write_tone_folder(root)
+    return root
+
+
+def test_audio_folder_finetune_predict_end_to_end(tmp_path, tone_folder, capsys):
+    out = tmp_path / "ft"
+    code = cli.main(["finetune", "ast_tiny_d6_8k", "--data", str(tone_folder), "--no-pretrained",
+                     "--epochs", "6", "--lr", "2e-3", "--batch-size", "4", "--num-workers", "0",
+                     "--warmup-epochs", "1", "--output", str(out), "model.kwargs.depth=1",
+                     "model.kwargs.global_pool=avg", *QUIET])  # avg pooling learns in few steps
+    assert code == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["test_split"] == "val" and result["num_test"] == 4 and result["num_train"] == 12
+    assert result["metrics"]["test/acc"] == 1.0
+    ckpt = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["labels"] == ["high", "low"]
+
+    capsys.readouterr()
+    clip = tmp_path / "probe.wav"
+    sf.write(clip, _tone(300.0, 0.5, 22050, seed=99).numpy(), 22050)   # another rate: resampled
+    assert cli.main(["predict", str(out / "checkpoints" / "best.ckpt"), str(clip), "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(clip) and lines[1].split()[0] == "low"
+
+
+def test_audio_finetune_from_an_image_encoder(tmp_path, tone_folder, timm_vit):
+    """The AST recipe from the command line: the encoder comes from an image ViT checkpoint."""
+    from safetensors.torch import save_file
+
+    vit = timm_vit(None, embed_dim=192, depth=1, num_heads=3, img_size=32, patch_size=16)
+    path = tmp_path / "vit.safetensors"
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
+    out = tmp_path / "ft"
+    code = cli.main(["finetune", "ast_tiny_d6_8k", "--data", str(tone_folder), "--no-pretrained",
+                     "--epochs", "1", "--batch-size", "4", "--num-workers", "0",
+                     "--output", str(out), "model.kwargs.depth=1", f"model.encoder_from={path}",
+                     *QUIET])
+    assert code == 0
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["encoder_from"] == str(path)
+    # one epoch moved the weights, but they started from the image model's (not random init)
+    tuned = ckpt["state_dict"]["model.encoder.blocks.0.mlp.fc1.weight"]
+    assert (tuned - vit.blocks[0].mlp.fc1.weight).abs().max() < 0.05
+
+
+def test_corrupt_file_stops_with_its_name_or_is_skipped(tmp_path, caplog):
+    data = tmp_path / "d"
+    _write_tone_folder(data, per_class=3)
+    (data / "low" / "broken.wav").write_bytes(b"RIFF\x00\x00garbage" * 10)
+    args = ["finetune", "ast_tiny_d6_8k", "--data", str(data), "--no-pretrained", "--epochs", "1",
+            "--batch-size", "4", "--num-workers", "0", "--output", str(tmp_path / "o"),
+            "model.kwargs.depth=1", *QUIET]
+    assert cli.main(args) == 2
+    with caplog.at_level("WARNING"):
+        assert cli.main(args + ["data.on_error=skip"]) == 0
+    assert "broken.wav" in caplog.text
+
+
+def test_predict_bad_audio_names_the_file(tmp_path, capsys):
+    package = zoo.save(zoo.create_model("ast_tiny_d6_8k", depth=1), tmp_path / "pkg")
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all")
+    assert cli.main(["predict", str(package), str(bad)]) == 2
+    assert f"cannot decode audio file {bad}" in capsys.readouterr().err
+    short = tmp_path / "short.wav"
+    sf.write(short, torch.zeros(100).numpy(), 8000)
+    assert cli.main(["predict", str(package), str(short)]) == 2
+    assert "short.wav: 100 samples at 8000 Hz is shorter than one 25 ms frame" in capsys.readouterr().err
+
+
+def test_audio_config_checks_task_and_dataset():
+    with pytest.raises(ConfigError, match=r"'data.on_error' must be one of \('raise', 'skip'\)"):
+        load_config(FSDD_CONFIG, ["data.on_error=ignore"])
+    from recipes.train import build_datamodule
+    with pytest.raises(ConfigError, match=r"data.dataset='digits' does not fit "
+                                          r"task='audio_classification'"):
+        build_datamodule(load_config(FSDD_CONFIG, ["data.dataset=digits"]))
+
+
+# --- FSDD (real data) -------------------------------------------------------------------------
+
+needs_fsdd = pytest.mark.skipif(
+    not (Path(os.environ.get("ZOO_DATA", "/nonexistent")) / "fsdd" / "recordings").is_dir(),
+    reason="FSDD not found: set ZOO_DATA to a folder holding fsdd/recordings (CI does)")
+
+
+@needs_fsdd
+def test_fsdd_train_then_eval_agree(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = cli.main(["train", FSDD_CONFIG, f"output_dir={out}", "trainer.max_epochs=1",
+                     "trainer.limit_train_batches=2", "model.kwargs.depth=1", *QUIET])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_test"] == 300 and metrics["num_train"] == 2400
+    capsys.readouterr()
+    assert cli.main(["eval", FSDD_CONFIG, "--ckpt", str(out / "checkpoints" / "best.ckpt"),
+                     *QUIET]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["metrics"]["test/acc"] == pytest.approx(metrics["metrics"]["test/acc"], abs=1e-6)
+

@@ -1,0 +1,295 @@
+"""Audio front end: waveform (B, S) -> log-mel filterbank (B, T, F) -> overlapping patches -> tokens.
+
+The filterbank is Kaldi's ``compute-fbank-feats`` as AST uses it (Gong et al., "AST: Audio
+Spectrogram Transformer", Interspeech 2021, through ``torchaudio.compliance.kaldi.fbank``):
+25 ms frames every 10 ms (``snip_edges``), per-frame DC removal, pre-emphasis 0.97, a symmetric
+Hann ("hanning") window, a power spectrum zero-padded to the next power of two, triangular
+filters on Kaldi's mel scale (``htk_compat`` ordering, no energy term), natural log floored at
+float32 epsilon, no dither. Unlike Kaldi's per-clip routine it runs a whole batch at once.
+Frames are then padded (zeros, in the log domain, as ``ASTFeatureExtractor`` does) or cut to
+``target_frames`` and normalised as ``(x - mean) / (2 * std)`` with the dataset's statistics.
+
+Per-frame DC removal makes AST's waveform mean subtraction (``waveform - waveform.mean()``) a
+no-op, so it is not repeated here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.frontends.pos_embed import resample_pos_embed
+
+logger = logging.getLogger(__name__)
+
+# AudioSet statistics of the log-mel filterbank, from the AST repository (also HF's
+# ASTFeatureExtractor defaults): inputs are normalised as (x - mean) / (2 * std).
+AUDIOSET_MEAN = -4.2677393
+AUDIOSET_STD = 4.5689974
+_LOG_FLOOR = torch.finfo(torch.float32).eps  # Kaldi floors energies at float epsilon
+WINDOWS = ("hanning", "hamming", "povey", "rectangular")
+
+
+@dataclass(frozen=True)
+class FbankConfig:
+    """Settings of :class:`Filterbank`; defaults are AST's AudioSet front end (16 kHz, 128 bins).
+
+    ``high_freq`` <= 0 is an offset from the Nyquist frequency (Kaldi's convention).
+    ``mean`` / ``std`` are the dataset's log-mel statistics; ``normalize=False`` skips them.
+    """
+
+    sample_rate: int = 16000
+    num_mel_bins: int = 128
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    low_freq: float = 20.0
+    high_freq: float = 0.0
+    preemphasis: float = 0.97
+    window: str = "hanning"
+    target_frames: int = 1024
+    mean: float = AUDIOSET_MEAN
+    std: float = AUDIOSET_STD
+    normalize: bool = True
+
+    def __post_init__(self) -> None:
+        if self.window not in WINDOWS:
+            raise ValueError(f"window must be one of {WINDOWS}, got {self.window!r}")
+        if self.sample_rate <= 0 or self.num_mel_bins <= 0 or self.target_frames <= 0:
+            raise ValueError("sample_rate, num_mel_bins and target_frames must be positive")
+        if self.std <= 0:
+            raise ValueError(f"std must be positive, got {self.std}")
+
+    @property
+    def frame_length(self) -> int:
+        """Samples per frame (400 at 16 kHz)."""
+        return int(self.sample_rate * self.frame_length_ms / 1000)
+
+    @property
+    def frame_shift(self) -> int:
+        """Samples between frame starts (160 at 16 kHz)."""
+        return int(self.sample_rate * self.frame_shift_ms / 1000)
+
+    @property
+    def n_fft(self) -> int:
+        return 1 << (self.frame_length - 1).bit_length()
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames Kaldi makes from ``num_samples`` (``snip_edges``: whole frames only)."""
+        if num_samples < self.frame_length:
+            return 0
+        return 1 + (num_samples - self.frame_length) // self.frame_shift
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _mel(freq: torch.Tensor) -> torch.Tensor:
+    return 1127.0 * torch.log1p(freq / 700.0)
+
+
+def kaldi_mel_banks(config: FbankConfig) -> torch.Tensor:
+    """Triangular filters (n_fft // 2 + 1, num_mel_bins), equally spaced on Kaldi's mel scale.
+
+    The Nyquist bin gets no weight, as in Kaldi.
+    """
+    nyquist = config.sample_rate / 2
+    high = config.high_freq if config.high_freq > 0 else nyquist + config.high_freq
+    if not 0 <= config.low_freq < high <= nyquist:
+        raise ValueError(f"need 0 <= low_freq < high_freq <= Nyquist ({nyquist} Hz), got "
+                         f"{config.low_freq} and {high} Hz")
+    num_fft_bins = config.n_fft // 2
+    mel_low, mel_high = _mel(torch.tensor(config.low_freq, dtype=torch.float64)), \
+        _mel(torch.tensor(high, dtype=torch.float64))
+    delta = (mel_high - mel_low) / (config.num_mel_bins + 1)
+    edges = mel_low + delta * torch.arange(config.num_mel_bins + 2, dtype=torch.float64)
+    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # (M, 1)
+    fft_mel = _mel(torch.arange(num_fft_bins, dtype=torch.float64)
+                   * config.sample_rate / config.n_fft)[None]                     # (1, K)
+    up, down = (fft_mel - left) / (center - left), (right - fft_mel) / (right - center)
+    banks = torch.clamp(torch.minimum(up, down), min=0.0)                         # (M, K)
+    return F.pad(banks, (0, 1)).T.float()                                         # (K + 1, M)
+
+
+def _window(config: FbankConfig) -> torch.Tensor:
+    n = config.frame_length
+    if config.window == "hanning":
+        return torch.hann_window(n, periodic=False, dtype=torch.float64).float()
+    if config.window == "hamming":
+        return torch.hamming_window(n, periodic=False, alpha=0.54, beta=0.46,
+                                    dtype=torch.float64).float()
+    if config.window == "povey":
+        return torch.hann_window(n, periodic=False, dtype=torch.float64).pow(0.85).float()
+    return torch.ones(n)
+
+
+class Filterbank(nn.Module):
+    """Waveforms (B, S) in [-1, 1] at ``config.sample_rate`` -> normalised log-mel (B, T, F).
+
+    ``T`` is ``config.target_frames``: shorter clips are zero-padded in the log domain, longer
+    ones cut at the end. ``lengths`` (B,) gives each clip's valid samples when a batch of
+    different-length clips was right-padded; frames past a clip's end are treated as padding.
+    No parameters: the window and mel matrix are non-persistent buffers (they follow
+    ``.to(device)`` but stay out of state dicts).
+    """
+
+    def __init__(self, config: FbankConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("window", _window(config), persistent=False)
+        self.register_buffer("mel_banks", kaldi_mel_banks(config), persistent=False)
+
+    def log_mel(self, waveform: torch.Tensor, lengths: Optional[torch.Tensor] = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S) -> un-normalised log-mel (B, T_all, F) and valid frames per clip (B,)."""
+        c = self.config
+        batch, num_samples = waveform.shape
+        if lengths is None:
+            lengths = torch.full((batch,), num_samples, dtype=torch.long)
+        lengths = lengths.to(torch.long).cpu()
+        if (lengths > num_samples).any():
+            raise ValueError(f"lengths exceed the {num_samples} samples of the batch")
+        short = (lengths < c.frame_length).nonzero().flatten().tolist()
+        if short:
+            raise ValueError(
+                f"clip(s) {short} have {lengths[short].tolist()} samples, shorter than one "
+                f"{c.frame_length_ms:g} ms frame ({c.frame_length} samples at {c.sample_rate} Hz); "
+                "pad them with silence or drop them"
+            )
+        frames = waveform.float().unfold(1, c.frame_length, c.frame_shift)  # (B, T, W)
+        frames = frames - frames.mean(dim=-1, keepdim=True)                  # DC removal
+        if c.preemphasis:
+            previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
+            frames = frames - c.preemphasis * previous
+        spectrum = torch.fft.rfft(frames * self.window, n=c.n_fft)           # (B, T, K + 1)
+        power = spectrum.real.square() + spectrum.imag.square()
+        log_mel = (power @ self.mel_banks).clamp_min(_LOG_FLOOR).log()     # (B, T, F)
+        valid = torch.tensor([c.num_frames(int(n)) for n in lengths])
+        return log_mel, valid
+
+    def forward(self, waveform: torch.Tensor, *, sample_rate: Optional[int] = None,
+                lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, S) -> (B, target_frames, num_mel_bins); resamples if ``sample_rate`` differs."""
+        c = self.config
+        if waveform.ndim != 2:
+            raise ValueError(
+                f"expected mono waveforms (B, S), got shape {tuple(waveform.shape)}; add a batch "
+                "dimension with x[None] for one clip, and mix stereo down with x.mean(dim=1)"
+            )
+        if not torch.isfinite(waveform).all():
+            raise ValueError("waveform holds NaN or Inf samples")
+        if sample_rate is not None and sample_rate != c.sample_rate:
+            import torchaudio.functional as AF
+
+            logger.info("resampling audio from %d Hz to the model's %d Hz", sample_rate, c.sample_rate)
+            waveform = AF.resample(waveform.float(), sample_rate, c.sample_rate)
+            if lengths is not None:
+                lengths = torch.div(lengths * c.sample_rate, sample_rate, rounding_mode="floor")
+        log_mel, valid = self.log_mel(waveform, lengths)
+        frames = torch.arange(log_mel.shape[1])[None, :]
+        log_mel = log_mel.masked_fill((frames >= valid[:, None]).to(log_mel.device)[..., None], 0.0)
+        log_mel = fit_frames(log_mel, c.target_frames)
+        return normalize_fbank(log_mel, c) if c.normalize else log_mel
+
+
+def fit_frames(fbank: torch.Tensor, target_frames: int) -> torch.Tensor:
+    """Zero-pad (at the end) or cut (B, T, F) to (B, target_frames, F)."""
+    missing = target_frames - fbank.shape[1]
+    return F.pad(fbank, (0, 0, 0, missing)) if missing > 0 else fbank[:, :target_frames]
+
+
+def normalize_fbank(log_mel: torch.Tensor, config: FbankConfig) -> torch.Tensor:
+    """AST's normalisation: (x - mean) / (2 * std)."""
+    return (log_mel - config.mean) / (2 * config.std)
+
+
+class AudioFrontEnd(nn.Module):
+    """Waveform (B, S) or normalised filterbank (B, T, F) -> tokens (B, prefix + f * t, D).
+
+    The filterbank, seen as a one-channel (F, T) image, is cut into ``patch_size`` squares that
+    overlap: ``fstride`` / ``tstride`` apart in frequency / time (AST: 16x16 patches, stride 10,
+    an overlap of 6). Prefix tokens are a class token and, with ``num_prefix_tokens=2``, AST's
+    distillation token. Position embeddings cover the frequency x time grid ``grid_size``; a
+    filterbank of another length resamples them on the fly.
+    """
+
+    def __init__(self, *, fbank: FbankConfig, patch_size: int = 16, fstride: int = 10,
+                 tstride: int = 10, embed_dim: int = 768, num_prefix_tokens: int = 2,
+                 pos_drop: float = 0.0) -> None:
+        super().__init__()
+        if num_prefix_tokens not in (0, 1, 2):
+            raise ValueError(f"num_prefix_tokens must be 0, 1 or 2, got {num_prefix_tokens}")
+        self.fbank_config = fbank
+        self.filterbank = Filterbank(fbank)
+        self.patch_size, self.fstride, self.tstride = patch_size, fstride, tstride
+        self.grid_size = self._grid_for(fbank.target_frames)
+        self.num_prefix_tokens = num_prefix_tokens
+        self.proj = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=(fstride, tstride))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if num_prefix_tokens else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if num_prefix_tokens == 2 else None
+        num_positions = num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_positions, embed_dim))
+        self.pos_drop = nn.Dropout(pos_drop)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for token in (self.cls_token, self.dist_token):
+            if token is not None:
+                nn.init.trunc_normal_(token, std=0.02)
+
+    no_weight_decay_names = ("pos_embed", "cls_token", "dist_token")
+
+    def _grid_for(self, frames: int) -> tuple[int, int]:
+        p, bins = self.patch_size, self.fbank_config.num_mel_bins
+        if frames < p or bins < p:
+            raise ValueError(f"a {frames}-frame x {bins}-bin filterbank is smaller than one "
+                             f"{p}x{p} patch")
+        return (bins - p) // self.fstride + 1, (frames - p) // self.tstride + 1
+
+    def position_table(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The (1, prefix + f*t, D) position table for a frequency x time ``grid``."""
+        return resample_pos_embed(self.pos_embed, grid, self.grid_size,
+                                  num_prefix_tokens=self.num_prefix_tokens)
+
+    def features(self, x: torch.Tensor, sample_rate: Optional[int] = None) -> torch.Tensor:
+        """The normalised filterbank (B, T, F) for a waveform (B, S), or ``x`` if already one."""
+        if x.ndim == 2:
+            return self.filterbank(x, sample_rate=sample_rate)
+        bins = self.fbank_config.num_mel_bins
+        if x.ndim != 3 or x.shape[-1] != bins:
+            raise ValueError(
+                f"expected a waveform (B, S) or a filterbank (B, T, {bins}), got shape "
+                f"{tuple(x.shape)}; mix multi-channel audio (B, C, S) down with x.mean(dim=1)"
+            )
+        if sample_rate is not None and sample_rate != self.fbank_config.sample_rate:
+            raise ValueError("sample_rate applies to waveforms; a filterbank cannot be resampled")
+        return x
+
+    def forward(self, x: torch.Tensor, sample_rate: Optional[int] = None) -> torch.Tensor:
+        fbank = self.features(x, sample_rate)                               # (B, T, F)
+        grid = self._grid_for(fbank.shape[1])
+        tokens = self.proj(fbank.unsqueeze(1).transpose(2, 3))             # (B, D, f, t)
+        tokens = tokens.flatten(2).transpose(1, 2)                          # (B, f*t, D)
+        prefix = [t.expand(tokens.shape[0], -1, -1) for t in (self.cls_token, self.dist_token)
+                  if t is not None]
+        tokens = torch.cat([*prefix, tokens], dim=1)
+        return self.pos_drop(tokens + self.position_table(grid))
+
+    def adapt_state_dict(self, state_dict: dict[str, torch.Tensor], prefix: str) -> None:
+        """Resample a checkpoint's position table (in place) when its time length differs.
+
+        The checkpoint's grid is inferred from its table size, with the frequency bins fixed.
+        """
+        key = prefix + "pos_embed"
+        table = state_dict.get(key)
+        if table is None or table.shape == self.pos_embed.shape:
+            return
+        old_tokens = table.shape[1] - self.num_prefix_tokens
+        f_dim = self.grid_size[0]
+        if old_tokens <= 0 or old_tokens % f_dim:
+            return  # leave it; the strict load names the mismatch
+        state_dict[key] = resample_pos_embed(table, self.grid_size, (f_dim, old_tokens // f_dim),
+                                             num_prefix_tokens=self.num_prefix_tokens)
+
