@@ -64,7 +64,9 @@ class AudioDataModule(SplitDataModule):
     """FSDD (standard split; 300 of the training clips held out for validation) or an
     AudioFolder tree, as normalised filterbanks for a model with filterbank settings ``fbank``.
 
-    FSDD splits: fit = takes 10-49 (2,400), val = takes 5-9 (300), test = takes 0-4 (300).
+    FSDD splits: fit = takes 10-49 (2,400), val = takes 5-9 (300), test = takes 0-4 (300);
+    with ``holdout=False`` training uses all of takes 5-49 (2,700, the standard training set)
+    and validation still reports takes 5-9, now seen in training.
     ``on_error``: ``raise`` stops at an unreadable file (naming it), ``skip`` logs and drops it.
     """
 
@@ -72,7 +74,8 @@ class AudioDataModule(SplitDataModule):
                  batch_size: int = 64, num_workers: int = 0, val_fraction: float = 0.2,
                  augment: bool = True, time_shift: bool = True, freq_mask: int = 0,
                  time_mask: int = 0, num_masks: int = 1, time_stretch: float = 1.0,
-                 gain_db: float = 0.0, on_error: str = "raise", seed: int = 0) -> None:
+                 gain_db: float = 0.0, on_error: str = "raise", holdout: bool = True,
+                 seed: int = 0) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers)
         if dataset not in AUDIO_DATASETS:
             raise ValueError(f"audio dataset must be one of {AUDIO_DATASETS}, got {dataset!r}")
@@ -83,13 +86,14 @@ class AudioDataModule(SplitDataModule):
         self.augment, self.time_shift = augment, time_shift
         self.freq_mask, self.time_mask, self.num_masks = freq_mask, time_mask, num_masks
         self.time_stretch, self.gain_db = time_stretch, gain_db
-        self.on_error, self.seed = on_error, seed
+        self.on_error, self.holdout, self.seed = on_error, holdout, seed
 
     def _items(self):
         if self.dataset == "fsdd":
             root = fsdd_root(self.root)
             self.classes = [str(d) for d in range(10)]
-            return fsdd_items(root, "fit"), fsdd_items(root, "val"), fsdd_items(root, "test")
+            train = fsdd_items(root, "fit" if self.holdout else "train")
+            return train, fsdd_items(root, "val"), fsdd_items(root, "test")
         train, val, test, self.classes = audio_folder_items(
             Path(self.root).expanduser(), val_fraction=self.val_fraction, seed=self.seed)
         return train, val, test

@@ -65,6 +65,8 @@ class DataSection:
     gain_db: float = 0.0                    # louder / quieter by up to this many dB
     mixup: float = 0.0                      # Beta(a, a) mixup of inputs and targets; 0 = off
     on_error: str = "raise"                 # unreadable audio file: raise | skip (logged)
+    holdout: bool = True                    # fsdd: hold takes 5-9 out to validate; false trains on
+                                            # all 2,700 training clips and keeps the last checkpoint
 
 
 @dataclass

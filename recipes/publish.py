@@ -2,7 +2,7 @@
 
     python -m recipes.publish RUN_DIR --tag digits
 
-reads ``RUN_DIR/checkpoints/best.ckpt`` and ``RUN_DIR/metrics.json``, writes
+reads ``RUN_DIR/metrics.json`` and the checkpoint it tested (``RUN_DIR/checkpoints/``), writes
 ``zoo/weights/<arch>.<tag>.safetensors`` and ``model_cards/<arch>.<tag>.md``, and prints the
 registry entry (file, sha256, metrics) to paste next to the variant in ``zoo/models/``.
 """
@@ -33,8 +33,9 @@ DATASETS = {
     "fsdd": dict(
         title="Free Spoken Digit Dataset (FSDD), github.com/Jakobovski/free-spoken-digit-dataset "
               "at commit 26eb9aa: 3,000 8 kHz recordings of 6 speakers",
-        split="standard split: takes 0-4 of each speaker and digit are the test set (300 clips); "
-              "of takes 5-49, 10-49 train (2,400) and 5-9 validate (300)",
+        split="standard split: takes 0-4 of each speaker and digit are the test set (300 clips), "
+              "takes 5-49 the training set (2,700); `data.holdout: true` holds takes 5-9 out to "
+              "validate (see the config below)",
         license="CC BY-SA 4.0",
         task="audio classification (spoken digits)", unit="clips",
     ),
@@ -69,7 +70,11 @@ def render_card(*, name: str, arch: str, params: int, metrics: dict[str, Any], r
 
 def publish(run_dir: Path, tag: str, dataset: str) -> dict[str, Any]:
     run = json.loads((run_dir / "metrics.json").read_text())
-    module = Classifier.from_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+    # the checkpoint the run tested: best.ckpt, or last.ckpt when validation was trained on
+    ckpt = Path(run.get("best_checkpoint") or run_dir / "checkpoints" / "best.ckpt")
+    if not ckpt.is_file():
+        ckpt = run_dir / "checkpoints" / ckpt.name
+    module = Classifier.from_checkpoint(ckpt)
     model = module.model
     arch = model.pretrained_cfg.architecture
     name = f"{arch}.{tag}"

@@ -58,6 +58,7 @@ def build_datamodule(config: RecipeConfig) -> L.LightningDataModule:
                              time_shift=d.time_shift, freq_mask=d.freq_mask,
                              time_mask=d.time_mask, num_masks=d.num_masks,
                              time_stretch=d.time_stretch, gain_db=d.gain_db, on_error=d.on_error,
+                             holdout=d.holdout,
                              seed=config.seed)
         dm.setup("fit")
         return dm
@@ -125,7 +126,11 @@ def train(config: RecipeConfig, command: Optional[str] = None) -> dict[str, Any]
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     train_time = time.perf_counter() - start
-    best = trainer.checkpoint_callback.best_model_path or None
+    callback = trainer.checkpoint_callback
+    if config.data.holdout:
+        best = callback.best_model_path or None
+    else:  # validation data was trained on: selecting by it would be selecting by noise
+        best = callback.last_model_path or None
     tested = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)[0]
     result = {"metrics": _scalars(tested), "train_time_s": round(train_time, 1),
               "epochs": trainer.current_epoch, "best_checkpoint": best,

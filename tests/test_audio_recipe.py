@@ -143,3 +143,40 @@ def test_fsdd_train_then_eval_agree(tmp_path, capsys):
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["metrics"]["test/acc"] == pytest.approx(metrics["metrics"]["test/acc"], abs=1e-6)
 
+
+
+@needs_fsdd
+def test_fsdd_holdout_switch():
+    from recipes.audio import AudioDataModule
+    from zoo.frontends.audio import FbankConfig
+
+    config = FbankConfig(sample_rate=8000, num_mel_bins=64, target_frames=100)
+    held = AudioDataModule(dataset="fsdd", fbank=config)
+    held.setup()
+    full = AudioDataModule(dataset="fsdd", fbank=config, holdout=False)
+    full.setup()
+    assert len(held.train_set) == 2400 and len(full.train_set) == 2700
+    assert len(held.val_set) == len(full.val_set) == len(full.test_set) == 300
+    # without the holdout, the validation clips are among the training clips
+    train = full.train_set.tensors[0]
+    assert any(torch.equal(train[i], full.val_set.tensors[0][0]) for i in range(len(train)))
+
+
+@needs_fsdd
+def test_published_fsdd_weights_reproduce_their_card():
+    from recipes.audio import AudioDataModule
+
+    model = zoo.create_model("ast_tiny_d6_8k.fsdd", pretrained=True).eval()
+    cfg = model.pretrained_cfg
+    dm = AudioDataModule(dataset="fsdd", fbank=model.fbank_config)
+    dm.setup()
+    features, _, targets = dm.test_set.tensors
+    with torch.inference_mode():
+        predictions = model(features).argmax(dim=-1)
+    accuracy = (predictions == targets).float().mean().item()
+    assert len(targets) == 300 and accuracy >= 0.98
+    assert accuracy == pytest.approx(cfg.metrics["fsdd test top-1"] / 100, abs=1e-4)
+    card = Path("model_cards/ast_tiny_d6_8k.fsdd.md").read_text()
+    assert f"| fsdd test top-1 | {cfg.metrics['fsdd test top-1']:.2f} |" in card
+    assert "| fsdd test top-1 |" in Path("README.md").read_text() or \
+        f"{cfg.metrics['fsdd test top-1']:.2f}%" in Path("README.md").read_text()
