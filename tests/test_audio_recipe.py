@@ -136,10 +136,10 @@ def test_fsdd_train_then_eval_agree(tmp_path, capsys):
                      "trainer.limit_train_batches=2", "model.kwargs.depth=1", *QUIET])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["num_test"] == 300 and metrics["num_train"] == 2400
+    assert metrics["num_test"] == 300 and metrics["num_train"] == 2700   # holdout: false
+    assert metrics["best_checkpoint"].endswith("last.ckpt")
     capsys.readouterr()
-    assert cli.main(["eval", FSDD_CONFIG, "--ckpt", str(out / "checkpoints" / "best.ckpt"),
-                     *QUIET]) == 0
+    assert cli.main(["eval", FSDD_CONFIG, "--ckpt", metrics["best_checkpoint"], *QUIET]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["metrics"]["test/acc"] == pytest.approx(metrics["metrics"]["test/acc"], abs=1e-6)
 
