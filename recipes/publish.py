@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import torch
 from safetensors.torch import save_file
 
 from recipes.classification import Classifier
@@ -68,7 +69,9 @@ def render_card(*, name: str, arch: str, params: int, metrics: dict[str, Any], r
     return "\n".join(lines)
 
 
-def publish(run_dir: Path, tag: str, dataset: str) -> dict[str, Any]:
+def publish(run_dir: Path, tag: str, dataset: str, half: bool = False) -> dict[str, Any]:
+    """``half`` stores float16 weights (half the size; they load into float32 models). The card
+    keeps the run's figures, so check them against the stored weights (tests do)."""
     run = json.loads((run_dir / "metrics.json").read_text())
     # the checkpoint the run tested: best.ckpt, or last.ckpt when validation was trained on
     ckpt = Path(run.get("best_checkpoint") or run_dir / "checkpoints" / "best.ckpt")
@@ -80,7 +83,9 @@ def publish(run_dir: Path, tag: str, dataset: str) -> dict[str, Any]:
     name = f"{arch}.{tag}"
     WEIGHTS_DIR.mkdir(exist_ok=True)
     weights = WEIGHTS_DIR / f"{name}.safetensors"
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(weights),
+    dtype = torch.float16 if half else None
+    save_file({k: v.detach().to(dtype).contiguous() if v.is_floating_point() else v.detach()
+               for k, v in model.state_dict().items()}, str(weights),
               metadata={"format": "pt", "architecture": arch})
     metrics = {f"{dataset} test top-1": 100 * run["metrics"]["test/acc"]}
     if "test/top5" in run["metrics"]:
@@ -102,8 +107,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--tag", required=True)
     parser.add_argument("--dataset", default="digits", choices=sorted(DATASETS))
+    parser.add_argument("--half", action="store_true", help="store float16 weights")
     args = parser.parse_args(argv)
-    print(json.dumps(publish(args.run_dir, args.tag, args.dataset), indent=2))
+    print(json.dumps(publish(args.run_dir, args.tag, args.dataset, args.half), indent=2))
 
 
 if __name__ == "__main__":

@@ -182,9 +182,9 @@ register_model(
     args=dict(embed_dim=192, depth=6, num_heads=3, norm_eps=1e-6, fstride=12, tstride=10,
               global_pool="avg", **_SPEECH_8K),
     preprocess=_preprocess(**_SPEECH_8K), num_classes=10,
-    weights=[dict(  # trained by configs/audio/ast_tiny_d6_fsdd.yaml; see model_cards/
+    weights=[dict(  # configs/audio/ast_tiny_d6_fsdd.yaml, stored as float16 (5.5 MB); model_cards/
         tag="fsdd", file="ast_tiny_d6_8k.fsdd.safetensors",
-        sha256="6a4305c094e9b0f3199b3db58145826b58667b0d1d9fe2838b4269db10b787c0",
+        sha256="db94bf72e5b641726a052a9a7aa404d22349f156df307e2af5708d2b5b695a58",
         labels=tuple(str(i) for i in range(10)), license="apache-2.0",
         metrics={"fsdd test top-1": 98.3333, "fsdd test top-5": 100.0},
         description="From scratch on the Free Spoken Digit Dataset (standard split).",
