@@ -53,8 +53,7 @@ def compute_filterbanks(waveforms: Sequence[torch.Tensor], config: FbankConfig, 
         batch = torch.nn.utils.rnn.pad_sequence(part, batch_first=True)
         with torch.no_grad():
             features.append(filterbank(batch, lengths=lengths))
-        valid.append(torch.tensor([min(config.num_frames(int(n)), config.target_frames)
-                                   for n in lengths]))
+        valid.append(config.num_frames(lengths).clamp(max=config.target_frames))
     if not features:
         raise ValueError("no audio clips to compute filterbanks from")
     return torch.cat(features), torch.cat(valid)
@@ -135,12 +134,3 @@ class AudioDataModule(SplitDataModule):
                                  num_freq_masks=self.num_masks, num_time_masks=self.num_masks)
         return fbank, targets
 
-
-def filterbank_stats(dataset: TensorDataset, config: FbankConfig) -> tuple[float, float]:
-    """Mean and std of the un-normalised log-mel over the valid frames of a dataset
-    (what a new dataset's ``mean`` / ``std`` should be)."""
-    features, valid, _ = dataset.tensors
-    raw = features * (2 * config.std) + config.mean if config.normalize else features
-    mask = torch.arange(raw.shape[1])[None] < valid[:, None]
-    values = raw[mask]
-    return float(values.mean()), float(values.std())

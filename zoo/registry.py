@@ -249,10 +249,10 @@ def create_model(name: str, pretrained: Union[bool, str, Path] = False, *,
     if encoder_from is not None:
         source = _encoder_state_dict(encoder_from)
         model.init_encoder_from(source)
-        logger.info("%s: encoder initialised from %s", name, getattr(encoder_from, "pretrained_cfg", None)
-                    and encoder_from.pretrained_cfg.name or encoder_from)
-        cfg = replace(cfg, tag="", metrics={}, description=f"encoder initialised from {encoder_from}"
-                      if not isinstance(encoder_from, nn.Module) else "encoder initialised from a model")
+        origin = str(encoder_from) if not isinstance(encoder_from, nn.Module) else \
+            getattr(getattr(encoder_from, "pretrained_cfg", None), "name", "a model")
+        logger.info("%s: encoder initialised from %s", name, origin)
+        cfg = replace(cfg, tag="", metrics={}, description=f"encoder initialised from {origin}")
 
     if model.num_classes != cfg.num_classes:
         cfg = replace(cfg, num_classes=model.num_classes, labels=None, metrics={})

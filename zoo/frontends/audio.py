@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -78,11 +78,11 @@ class FbankConfig:
     def n_fft(self) -> int:
         return 1 << (self.frame_length - 1).bit_length()
 
-    def num_frames(self, num_samples: int) -> int:
-        """Frames Kaldi makes from ``num_samples`` (``snip_edges``: whole frames only)."""
-        if num_samples < self.frame_length:
-            return 0
-        return 1 + (num_samples - self.frame_length) // self.frame_shift
+    def num_frames(self, num_samples: Union[int, torch.Tensor]) -> Union[int, torch.Tensor]:
+        """Frames Kaldi makes from ``num_samples`` (an int, or a tensor of clip lengths);
+        ``snip_edges``: whole frames only."""
+        frames = (num_samples - self.frame_length) // self.frame_shift + 1
+        return frames.clamp(min=0) if isinstance(frames, torch.Tensor) else max(0, frames)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,8 +168,7 @@ class Filterbank(nn.Module):
         spectrum = torch.fft.rfft(frames * self.window, n=c.n_fft)           # (B, T, K + 1)
         power = spectrum.real.square() + spectrum.imag.square()
         log_mel = (power @ self.mel_banks).clamp_min(_LOG_FLOOR).log()     # (B, T, F)
-        valid = torch.tensor([c.num_frames(int(n)) for n in lengths])
-        return log_mel, valid
+        return log_mel, c.num_frames(lengths)
 
     def forward(self, waveform: torch.Tensor, *, sample_rate: Optional[int] = None,
                 lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
