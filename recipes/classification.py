@@ -125,16 +125,22 @@ class Classifier(L.LightningModule):
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> "Classifier":
         """Rebuild from a recipe checkpoint without re-reading the original pretrained source."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint at {path}")
-        try:
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as err:
-            raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
-        if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
-            raise ValueError(f"{path} is not a zoo recipe checkpoint (no hyper_parameters/state_dict)")
+        ckpt = read_recipe_checkpoint(path, map_location)
         hparams = {**ckpt["hyper_parameters"], "pretrained": False, "encoder_from": None}
         module = cls(**hparams)
         module.load_state_dict(ckpt["state_dict"])
         return module
+
+
+def read_recipe_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+    """A recipe checkpoint's contents, read with ``weights_only=True``; clear errors naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
+    if not isinstance(ckpt, dict) or "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not a zoo recipe checkpoint (no hyper_parameters/state_dict)")
+    return ckpt

@@ -48,9 +48,11 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    dataset: str = "digits"                 # digits | imagefolder (image); fsdd | audiofolder (audio)
+    dataset: str = "digits"                 # digits | imagefolder (image); fsdd | audiofolder
+                                            # (audio); etth1 | csv (series)
     root: Optional[str] = None              # imagefolder / audiofolder: the folder of class
-                                            # sub-folders; fsdd: its folder (default $ZOO_DATA/fsdd)
+                                            # sub-folders; fsdd: its folder (default $ZOO_DATA/fsdd);
+                                            # csv: the CSV file; etth1: default $ZOO_DATA
     img_size: Optional[int] = None          # default: the model's input size
     batch_size: int = 64
     num_workers: int = 0
@@ -67,6 +69,14 @@ class DataSection:
     on_error: str = "raise"                 # unreadable audio file: raise | skip (logged)
     holdout: bool = True                    # fsdd: hold takes 5-9 out to validate; false trains on
                                             # all 2,700 training clips and keeps the last checkpoint
+    # series only (the model's context_length and horizon set the window)
+    time_column: Optional[str] = "date"     # csv: the timestamp column (null: rows in file order)
+    target_columns: Optional[list] = None   # csv: columns to forecast (default: all but time)
+    fractions: tuple = (0.7, 0.1, 0.2)      # csv: chronological train / val / test shares of rows
+    val_start: Optional[str] = None         # csv: split by date instead (both or neither)
+    test_start: Optional[str] = None
+    missing: str = "error"                  # csv: NaN / empty cells: error | interpolate
+    irregular: str = "error"                # csv: gaps in the time grid: error | reindex
 
 
 @dataclass
@@ -78,6 +88,10 @@ class OptimSection:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     layer_decay: Optional[float] = None     # e.g. 0.75: lr x decay^(depth - layer) per layer
+    schedule: str = "cosine"                # cosine | exponential (hold, then x gamma per epoch)
+    hold_epochs: int = 3                    # exponential: epochs at the peak lr
+    gamma: float = 0.9                      # exponential: per-epoch decay after the hold
+    loss: str = "mse"                       # forecasting: mse | mae | huber
 
 
 @dataclass
@@ -97,6 +111,8 @@ class TrainerSection:
     limit_val_batches: Optional[Union[int, float]] = None
     enable_progress_bar: bool = True
     deterministic: bool = False
+    early_stopping_patience: Optional[int] = None  # stop after this many epochs without a
+                                                   # better validation metric (null: never)
 
 
 @dataclass
@@ -113,13 +129,18 @@ class RecipeConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["optim"]["betas"] = list(self.optim.betas)
+        d["data"]["fractions"] = list(self.data.fractions)
         return d
 
 
-TASKS = ("image_classification", "audio_classification")
+TASKS = ("image_classification", "audio_classification", "forecasting")
 CHOICES = {
     "task": TASKS,
-    "data.dataset": ("digits", "imagefolder", "fsdd", "audiofolder"),
+    "data.dataset": ("digits", "imagefolder", "fsdd", "audiofolder", "etth1", "csv"),
+    "data.missing": ("error", "interpolate"),
+    "data.irregular": ("error", "reindex"),
+    "optim.schedule": ("cosine", "exponential"),
+    "optim.loss": ("mse", "mae", "huber"),
     "data.on_error": ("raise", "skip"),
     "finetune.mode": ("full", "freeze_backbone", "linear_probe"),
 }

@@ -17,7 +17,8 @@ from typing import Any, Optional, Sequence
 import torch
 from safetensors.torch import save_file
 
-from recipes.classification import Classifier
+from recipes.classification import Classifier, read_recipe_checkpoint
+from recipes.forecasting import Forecaster
 from zoo.hub import sha256_of
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "zoo" / "weights"
@@ -40,9 +41,20 @@ DATASETS = {
         license="CC BY-SA 4.0",
         task="audio classification (spoken digits)", unit="clips",
     ),
+    "etth1": dict(
+        title="ETTh1 (Electricity Transformer Temperature, hourly, station 1), "
+              "github.com/zhouhaoyi/ETDataset at commit 1d16c8f: 7 channels",
+        split="Informer / PatchTST protocol: train rows [0, 8640), validation [8640, 11520), "
+              "test [11520, 14400), each window's look-back reaching back before its split; "
+              "StandardScaler fitted on the training rows; MSE / MAE on standardised values "
+              "over all 7 channels and every test window (no dropped last batch)",
+        license="CC BY-ND 4.0",
+        task="multivariate long-term forecasting", unit="windows",
+    ),
 }
 
-KIND = {"image": "A Vision Transformer", "audio": "An Audio Spectrogram Transformer"}
+KIND = {"image": "A Vision Transformer", "audio": "An Audio Spectrogram Transformer",
+        "series": "A PatchTST forecaster"}
 
 
 def render_card(*, name: str, arch: str, params: int, metrics: dict[str, Any], run: dict[str, Any],
@@ -61,7 +73,8 @@ def render_card(*, name: str, arch: str, params: int, metrics: dict[str, Any], r
              "| field | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in rows]
     lines += ["", "## Metrics", "", f"Measured by `zoo eval` on the {run['test_split']} split "
               f"({run['num_test']} {data['unit']}).", "", "| metric | value |", "| --- | --- |"]
-    lines += [f"| {k} | {v:.2f} |" for k, v in metrics.items()]
+    digits = 4 if modality == "series" else 2
+    lines += [f"| {k} | {v:.{digits}f} |" for k, v in metrics.items()]
     lines += ["", "## Reproduce", "", "```bash", run["command"], "```", "",
               "The resolved config:", "", "```yaml", config.rstrip(), "```", "",
               "## Use", "", "```python", "import zoo",
@@ -77,7 +90,8 @@ def publish(run_dir: Path, tag: str, dataset: str, half: bool = False) -> dict[s
     ckpt = Path(run.get("best_checkpoint") or run_dir / "checkpoints" / "best.ckpt")
     if not ckpt.is_file():
         ckpt = run_dir / "checkpoints" / ckpt.name
-    module = Classifier.from_checkpoint(ckpt)
+    hparams = read_recipe_checkpoint(ckpt)["hyper_parameters"]
+    module = (Forecaster if "num_channels" in hparams else Classifier).from_checkpoint(ckpt)
     model = module.model
     arch = model.pretrained_cfg.architecture
     name = f"{arch}.{tag}"
@@ -87,7 +101,11 @@ def publish(run_dir: Path, tag: str, dataset: str, half: bool = False) -> dict[s
     save_file({k: v.detach().to(dtype).contiguous() if v.is_floating_point() else v.detach()
                for k, v in model.state_dict().items()}, str(weights),
               metadata={"format": "pt", "architecture": arch})
-    metrics = {f"{dataset} test top-1": 100 * run["metrics"]["test/acc"]}
+    if model.modality == "series":
+        metrics = {f"{dataset} test mse": run["metrics"]["test/mse"],
+                   f"{dataset} test mae": run["metrics"]["test/mae"]}
+    else:
+        metrics = {f"{dataset} test top-1": 100 * run["metrics"]["test/acc"]}
     if "test/top5" in run["metrics"]:
         metrics[f"{dataset} test top-5"] = 100 * run["metrics"]["test/top5"]
     card = render_card(name=name, arch=arch, params=sum(p.numel() for p in model.parameters()),
@@ -96,8 +114,9 @@ def publish(run_dir: Path, tag: str, dataset: str, half: bool = False) -> dict[s
                        modality=model.modality)
     CARDS_DIR.mkdir(exist_ok=True)
     (CARDS_DIR / f"{name}.md").write_text(card)
-    return dict(tag=tag, file=weights.name, sha256=sha256_of(weights),
-                labels=list(model.pretrained_cfg.labels), license="apache-2.0",
+    labels = list(getattr(module.hparams, "columns", None) or model.pretrained_cfg.labels)
+    return dict(tag=tag, file=weights.name, sha256=sha256_of(weights), labels=labels,
+                license="apache-2.0",
                 metrics={k: round(v, 4) for k, v in metrics.items()},
                 model_args=module.hparams.model_kwargs)
 

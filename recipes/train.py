@@ -22,7 +22,9 @@ import zoo
 from recipes.audio import AudioDataModule
 from recipes.classification import Classifier
 from recipes.config import ConfigError, RecipeConfig, load_config, save_config
+from recipes.forecasting import Forecaster
 from recipes.image import ImageDataModule
+from recipes.series import SeriesDataModule
 
 logger = logging.getLogger("zoo.recipes")
 
@@ -36,14 +38,15 @@ def _precision(name: str) -> str:
 
 
 DATASETS = {"image_classification": ("digits", "imagefolder"),
-            "audio_classification": ("fsdd", "audiofolder")}
+            "audio_classification": ("fsdd", "audiofolder"),
+            "forecasting": ("etth1", "csv")}
+MONITOR = {"forecasting": ("val/mse", "min")}   # others: ("val/acc", "max")
 
 
-def _audio_fbank(config: RecipeConfig):
-    """The filterbank settings of the configured model (built on the meta device: no weights)."""
+def _meta_model(config: RecipeConfig) -> torch.nn.Module:
+    """The configured architecture built on the meta device (shapes and settings, no weights)."""
     with torch.device("meta"):
-        model = zoo.create_model(config.model.name, **config.model.kwargs)
-    return model.fbank_config
+        return zoo.create_model(config.model.name, **config.model.kwargs)
 
 
 def build_datamodule(config: RecipeConfig) -> L.LightningDataModule:
@@ -51,8 +54,18 @@ def build_datamodule(config: RecipeConfig) -> L.LightningDataModule:
         raise ConfigError(f"data.dataset={config.data.dataset!r} does not fit task={config.task!r}; "
                           f"use one of {DATASETS[config.task]}")
     d = config.data
+    if config.task == "forecasting":
+        model = _meta_model(config)
+        dm = SeriesDataModule(dataset=d.dataset, lookback=model.context_length,
+                              horizon=model.horizon, root=d.root, time_column=d.time_column,
+                              target_columns=d.target_columns, fractions=d.fractions,
+                              val_start=d.val_start, test_start=d.test_start, missing=d.missing,
+                              irregular=d.irregular, batch_size=d.batch_size,
+                              num_workers=d.num_workers)
+        dm.setup("fit")
+        return dm
     if config.task == "audio_classification":
-        dm = AudioDataModule(dataset=d.dataset, fbank=_audio_fbank(config), root=d.root,
+        dm = AudioDataModule(dataset=d.dataset, fbank=_meta_model(config).fbank_config, root=d.root,
                              batch_size=d.batch_size, num_workers=d.num_workers,
                              val_fraction=d.val_fraction, augment=d.augment,
                              time_shift=d.time_shift, freq_mask=d.freq_mask,
@@ -72,11 +85,19 @@ def build_datamodule(config: RecipeConfig) -> L.LightningDataModule:
     return dm
 
 
-def build_module(config: RecipeConfig, dm: L.LightningDataModule) -> Classifier:
+def build_module(config: RecipeConfig, dm: L.LightningDataModule) -> L.LightningModule:
     kwargs = dict(config.model.kwargs)
     if isinstance(dm, ImageDataModule):
         kwargs["img_size"] = dm.img_size
     o = config.optim
+    if isinstance(dm, SeriesDataModule):
+        return Forecaster(
+            model_name=config.model.name, num_channels=dm.num_channels,
+            columns=list(dm.splits.columns), scaler=dm.splits.scaler.to_dict(),
+            pretrained=config.model.pretrained, model_kwargs=kwargs,
+            grad_checkpointing=config.model.grad_checkpointing, lr=o.lr, min_lr=o.min_lr,
+            weight_decay=o.weight_decay, betas=list(o.betas), warmup_epochs=o.warmup_epochs,
+            schedule=o.schedule, hold_epochs=o.hold_epochs, gamma=o.gamma, loss=o.loss)
     return Classifier(
         model_name=config.model.name, num_classes=dm.num_classes, labels=dm.classes,
         pretrained=config.model.pretrained, model_kwargs=kwargs,
@@ -89,16 +110,20 @@ def build_module(config: RecipeConfig, dm: L.LightningDataModule) -> Classifier:
 
 
 def build_trainer(config: RecipeConfig, run_dir: Path, *, for_eval: bool = False) -> L.Trainer:
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     t = config.trainer
     callbacks = []
     loggers: Any = False
+    monitor, mode = MONITOR.get(config.task, ("val/acc", "max"))
     if not for_eval:
         callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
-                                     monitor="val/acc", mode="max", save_last=True),
+                                     monitor=monitor, mode=mode, save_last=True),
                      LearningRateMonitor(logging_interval="epoch")]
+        if t.early_stopping_patience is not None:
+            callbacks.append(EarlyStopping(monitor=monitor, mode=mode,
+                                           patience=t.early_stopping_patience))
         loggers = [CSVLogger(run_dir, name="logs", version=""),
                    TensorBoardLogger(run_dir, name="tensorboard", version="")]
     return L.Trainer(
@@ -146,8 +171,14 @@ def train(config: RecipeConfig, command: Optional[str] = None) -> dict[str, Any]
 def evaluate(config: RecipeConfig, ckpt: str) -> dict[str, Any]:
     """Test a recipe checkpoint on the config's test split (its validation split if none)."""
     dm = build_datamodule(config)
-    module = Classifier.from_checkpoint(ckpt)
-    if module.hparams.num_classes != dm.num_classes:
+    if config.task == "forecasting":
+        module = Forecaster.from_checkpoint(ckpt)
+        if module.hparams.num_channels != dm.num_channels:
+            raise ValueError(f"{ckpt} forecasts {module.hparams.num_channels} channels; "
+                             f"the config's data has {dm.num_channels}")
+    else:
+        module = Classifier.from_checkpoint(ckpt)
+    if config.task != "forecasting" and module.hparams.num_classes != dm.num_classes:
         raise ValueError(f"{ckpt} has {module.hparams.num_classes} classes; "
                          f"the config's data has {dm.num_classes}")
     trainer = build_trainer(config, Path(config.output_dir), for_eval=True)

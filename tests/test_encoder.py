@@ -216,3 +216,20 @@ def test_config_validation():
     with pytest.raises(ValueError, match="depth"):
         EncoderConfig(embed_dim=64, num_heads=4, depth=0)
     assert EncoderConfig(embed_dim=96, num_heads=3).to_dict()["embed_dim"] == 96
+
+
+def test_fast_dropout_keeps_each_value_with_probability_one_minus_p_and_rescales():
+    from zoo.encoder import Dropout
+
+    drop = Dropout(0.3)
+    x = torch.ones(400_000, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.005
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    y.sum().backward()          # the gradient flows through the kept values only, rescaled
+    torch.testing.assert_close(x.grad, y.detach())
+    assert not torch.equal(drop(x), y)   # a fresh mask each call
+    drop.eval()
+    assert drop(x) is x
+    assert Dropout(1.0)(x).abs().sum() == 0

@@ -1,4 +1,4 @@
-"""The ``zoo`` command: list, info, train, eval, finetune, predict.
+"""The ``zoo`` command: list, info, train, eval, finetune, predict, forecast.
 
 Training commands import the Lightning recipes lazily, so ``zoo list`` / ``zoo info`` stay fast
 and the library itself never imports Lightning.
@@ -81,27 +81,42 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     entry, _ = get_entry(args.name)  # fail fast on a bad name
     data = Path(args.data)
-    if not data.is_dir():
+    series = entry.modality == "series"
+    if series and not data.is_file():
+        raise FileNotFoundError(f"--data {data} is not a file (expected a CSV for a forecaster)")
+    if not series and not data.is_dir():
         raise FileNotFoundError(f"--data {data} is not a directory (expected one sub-folder per class)")
-    if entry.modality not in ("image", "audio"):
-        raise ValueError(f"zoo finetune classifies images or audio; {args.name} is a "
-                         f"{entry.modality} model")
     if args.img_size and entry.modality != "image":
         raise ValueError("--img-size applies to image models only")
+    if not series and (args.horizon or args.columns):
+        raise ValueError("--horizon and --columns apply to forecasters only")
+    if series and args.mode != "full":
+        raise ValueError("forecasters fine-tune in --mode full only")
     pretrained = False if args.no_pretrained else (args.pretrained or True)
-    audio = entry.modality == "audio"
-    sections = dict(
-        task="audio_classification" if audio else "image_classification",
-        output_dir=args.output or f"runs/finetune_{args.name}",
-        model=dict(name=args.name, pretrained=pretrained),
-        data=dict(dataset="audiofolder" if audio else "imagefolder", root=str(data),
-                  batch_size=args.batch_size, num_workers=args.num_workers,
-                  **({"img_size": args.img_size} if args.img_size else {})),
-        optim=dict(lr=args.lr, layer_decay=args.layer_decay, warmup_epochs=args.warmup_epochs,
-                   weight_decay=args.weight_decay),
-        finetune=dict(mode=args.mode, trainable_blocks=args.trainable_blocks),
-        trainer=dict(max_epochs=args.epochs),
-    )
+    common = dict(output_dir=args.output or f"runs/finetune_{args.name}",
+                  optim=dict(lr=args.lr, warmup_epochs=args.warmup_epochs,
+                             weight_decay=args.weight_decay),
+                  trainer=dict(max_epochs=args.epochs))
+    if series:
+        sections = dict(
+            task="forecasting",
+            model=dict(name=args.name, pretrained=pretrained,
+                       kwargs={"horizon": args.horizon} if args.horizon else {}),
+            data=dict(dataset="csv", root=str(data), batch_size=args.batch_size,
+                      num_workers=args.num_workers, target_columns=_split_columns(args.columns),
+                      time_column=None if args.time_column == "none" else args.time_column),
+            **common)
+    else:
+        audio = entry.modality == "audio"
+        common["optim"]["layer_decay"] = args.layer_decay
+        sections = dict(
+            task="audio_classification" if audio else "image_classification",
+            model=dict(name=args.name, pretrained=pretrained),
+            data=dict(dataset="audiofolder" if audio else "imagefolder", root=str(data),
+                      batch_size=args.batch_size, num_workers=args.num_workers,
+                      **({"img_size": args.img_size} if args.img_size else {})),
+            finetune=dict(mode=args.mode, trainable_blocks=args.trainable_blocks),
+            **common)
     config = load_config(args.config, args.overrides, **sections)
     command = " ".join(["zoo", "finetune", *sys.argv[2:]]) if sys.argv[1:2] == ["finetune"] else None
     _print_result(train(config, command=command))
@@ -111,8 +126,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def _load_for_predict(spec: str, pretrained: Optional[str]) -> torch.nn.Module:
     path = Path(spec)
     if path.suffix == ".ckpt":
-        from recipes.classification import Classifier
-        return Classifier.from_checkpoint(path).model
+        from recipes.classification import Classifier, read_recipe_checkpoint
+        from recipes.forecasting import Forecaster
+
+        hparams = read_recipe_checkpoint(path)["hyper_parameters"]
+        module = Forecaster if "num_channels" in hparams else Classifier
+        return module.from_checkpoint(path).model
     if path.is_dir():
         return zoo.load(path)
     return zoo.create_model(spec, pretrained=pretrained or True)
@@ -148,6 +167,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from zoo.data.images import eval_transform, preprocess_settings, resolve_labels
 
     model = _load_for_predict(args.model, args.pretrained).eval()
+    if getattr(model, "modality", "") == "series":
+        raise ValueError(f"{args.model} is a forecaster: use `zoo forecast {args.model} DATA.csv`")
     if getattr(model, "modality", "") == "audio":
         _predict_audio(model, args.inputs, args.top_k)
         return 0
@@ -164,6 +185,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
         with torch.inference_mode():
             logits = model(batch)[0]
         _print_top(name, logits, labels, args.top_k)
+    return 0
+
+
+def _split_columns(text: Optional[str]) -> Optional[list[str]]:
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from zoo.data.series import read_series
+    from zoo.forecasting import forecast_frame, plot_forecast
+
+    model = _load_for_predict(args.model, args.pretrained).eval()
+    if getattr(model, "modality", "") != "series":
+        raise ValueError(f"{args.model} is not a forecaster; `zoo list --modality series` shows them")
+    columns = _split_columns(args.columns)
+    time_column = None if args.time_column == "none" else args.time_column
+    frame = read_series(args.data, time_column=time_column, target_columns=columns,
+                        missing=args.missing, irregular=args.irregular)
+    forecast = forecast_frame(model, frame, horizon=args.horizon)
+    output = Path(args.output or Path(args.data).with_name(Path(args.data).stem + "_forecast.csv"))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    forecast.to_csv(output, index_label=frame.index.name or "step")
+    plot = Path(args.plot) if args.plot else output.with_suffix(".png")
+    plot_forecast(frame, forecast, plot, columns=_split_columns(args.plot_columns),
+                  title=f"{args.model}: {len(forecast)}-step forecast")
+    print(f"forecast of {len(forecast)} steps x {forecast.shape[1]} columns -> {output}\n"
+          f"plot -> {plot}")
     return 0
 
 
@@ -193,10 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("finetune", help="fine-tune a classifier on your own image or audio folder")
-    p.add_argument("name", help="registered model name, e.g. vit_tiny_patch16_224 or ast_tiny_d6_8k")
+    p = sub.add_parser("finetune", help="fine-tune on your own image or audio folder, or a "
+                       "forecaster on your CSV")
+    p.add_argument("name", help="registered model name, e.g. vit_tiny_patch16_224, "
+                   "ast_tiny_d6_8k or patchtst_tiny_l336")
     p.add_argument("--data", required=True, help="folder with one sub-folder per class of images "
-                   "or .wav/.flac/.ogg clips (or train/ and val/ folders laid out so)")
+                   "or .wav/.flac/.ogg clips (or train/ and val/ folders laid out so); for a "
+                   "forecaster, a CSV (time column + numeric columns), split 70/10/20 in time")
+    p.add_argument("--horizon", type=int, default=None, help="forecaster: steps to forecast "
+                   "(default: the model's; another value trains a new head)")
+    p.add_argument("--columns", default=None, help="forecaster: comma-separated columns "
+                   "(default: all but the time column)")
+    p.add_argument("--time-column", default="date", help="forecaster: timestamp column, or 'none'")
     p.add_argument("--mode", default="full", choices=("full", "freeze_backbone", "linear_probe"))
     p.add_argument("--trainable-blocks", type=int, default=0,
                    help="freeze_backbone: how many of the last blocks to train")
@@ -223,6 +279,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", help="weights for a registered name (default: its own)")
     p.add_argument("--top-k", type=int, default=5)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("forecast", help="forecast a CSV's columns; writes a CSV and a PNG plot")
+    p.add_argument("model", help="registered forecaster, a zoo package directory or a recipe .ckpt")
+    p.add_argument("data", help="CSV with a time column and numeric columns, oldest row first")
+    p.add_argument("--horizon", type=int, default=None, help="steps to forecast (default: the "
+                   "model's; shorter cuts its forecast)")
+    p.add_argument("--time-column", default="date", help="timestamp column, or 'none'")
+    p.add_argument("--columns", default=None, help="comma-separated columns to forecast "
+                   "(default: every column but the time column)")
+    p.add_argument("--missing", default="error", choices=("error", "interpolate"))
+    p.add_argument("--irregular", default="error", choices=("error", "reindex"))
+    p.add_argument("--output", default=None, help="forecast CSV (default DATA_forecast.csv)")
+    p.add_argument("--plot", default=None, help="plot file (default: the output with .png)")
+    p.add_argument("--plot-columns", default=None, help="comma-separated columns to plot "
+                   "(default: all forecast columns)")
+    p.add_argument("--pretrained", help="weights for a registered name (default: its own)")
+    p.set_defaults(func=cmd_forecast)
     return parser
 
 

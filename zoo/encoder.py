@@ -1,7 +1,8 @@
 """The shared Transformer encoder: tokens (B, N, D) -> tokens (B, N, D).
 
-One class serves every modality. Blocks are pre-norm (``x + attn(norm(x))``, then
-``x + mlp(norm(x))``); attention runs through ``F.scaled_dot_product_attention`` with a
+One class serves every modality. Blocks are pre-norm by default (``x + attn(norm(x))``, then
+``x + mlp(norm(x))``); post-norm blocks (``norm(x + attn(x))``) and BatchNorm over tokens are
+options, for PatchTST. Attention runs through ``F.scaled_dot_product_attention`` with a
 fused QKV projection, and falls back to an explicit softmax path when attention maps are
 asked for (SDPA does not return them).
 """
@@ -17,12 +18,31 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 
+NORMS = ("layernorm", "batchnorm")
+
+
+class TokenBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over tokens: (B, N, D) normalised per feature with statistics over B and N."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.reshape(-1, x.shape[-1])).view_as(x)
+
+
+def make_norm(kind: str, dim: int, eps: float) -> nn.Module:
+    """A ``layernorm`` or ``batchnorm`` over the last dimension of (B, N, D) tokens."""
+    if kind == "batchnorm":
+        return TokenBatchNorm(dim, eps=eps)
+    return nn.LayerNorm(dim, eps=eps)
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """Hyper-parameters of :class:`Encoder`.
 
     ``layer_scale_init`` enables per-channel residual scaling (CaiT / DeiT-III) when set.
-    ``norm_eps`` is 1e-6 as in timm's ViT (PyTorch's default is 1e-5).
+    ``norm_eps`` is 1e-6 as in timm's ViT (PyTorch's default is 1e-5). ``norm`` is
+    ``layernorm`` or ``batchnorm`` (statistics over batch and tokens, as PatchTST);
+    ``pre_norm=False`` puts the norm after each residual sum (the original Transformer).
     """
 
     embed_dim: int = 768
@@ -36,8 +56,12 @@ class EncoderConfig:
     layer_scale_init: Optional[float] = None
     norm_eps: float = 1e-6
     final_norm: bool = True
+    norm: str = "layernorm"
+    pre_norm: bool = True
 
     def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.embed_dim % self.num_heads != 0:
             raise ValueError(
                 f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})"
@@ -47,6 +71,20 @@ class EncoderConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with a faster mask on the CPU: the keep mask comes from 16-bit integer
+    random numbers (``p`` rounded to 1/32768) instead of ``bernoulli_``, about 2x faster for a
+    forward + backward on two cores. Elsewhere it is ``F.dropout``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu" or self.p >= 1.0:
+            return F.dropout(x, self.p, True, self.inplace)
+        keep = torch.empty(x.shape, dtype=torch.int16).random_() >= round(self.p * 32768)
+        return x * (keep * (1.0 / (1.0 - self.p))).to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -67,7 +105,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
                 return_attention: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -103,7 +141,7 @@ class Mlp(nn.Module):
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dim, dim)
-        self.drop = nn.Dropout(drop)
+        self.drop = Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
@@ -139,24 +177,32 @@ class DropPath(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm Transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+    """Transformer block. Pre-norm: x + attn(norm1(x)), then x + mlp(norm2(x)); post-norm
+    (``pre_norm=False``): norm1(x + attn(x)), then norm2(x + mlp(x))."""
 
     def __init__(self, dim: int, *, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  proj_drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 layer_scale_init: Optional[float] = None, norm_eps: float = 1e-6) -> None:
+                 layer_scale_init: Optional[float] = None, norm_eps: float = 1e-6,
+                 norm: str = "layernorm", pre_norm: bool = True) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.pre_norm = pre_norm
+        self.norm1 = make_norm(norm, dim, norm_eps)
         self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias,
                               attn_drop=attn_drop, proj_drop=proj_drop)
         self.ls1 = LayerScale(dim, layer_scale_init) if layer_scale_init else nn.Identity()
         self.drop_path1 = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.norm2 = make_norm(norm, dim, norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
         self.ls2 = LayerScale(dim, layer_scale_init) if layer_scale_init else nn.Identity()
         self.drop_path2 = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
                 return_attention: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        if not self.pre_norm:
+            y, weights = self.attn(x, attn_mask, return_attention)
+            x = self.norm1(x + self.drop_path1(self.ls1(y)))
+            x = self.norm2(x + self.drop_path2(self.ls2(self.mlp(x))))
+            return x, weights
         y, weights = self.attn(self.norm1(x), attn_mask, return_attention)
         x = x + self.drop_path1(self.ls1(y))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
@@ -164,7 +210,7 @@ class Block(nn.Module):
 
 
 class Encoder(nn.Module):
-    """A stack of pre-norm blocks and an optional final LayerNorm: (B, N, D) -> (B, N, D).
+    """A stack of blocks and an optional final norm: (B, N, D) -> (B, N, D).
 
     The encoder knows nothing of modalities: front ends make the tokens, heads read them.
     Drop-path rates rise linearly from 0 to ``config.drop_path`` over the depth.
@@ -179,10 +225,11 @@ class Encoder(nn.Module):
             Block(config.embed_dim, num_heads=config.num_heads, mlp_ratio=config.mlp_ratio,
                   qkv_bias=config.qkv_bias, proj_drop=config.proj_drop,
                   attn_drop=config.attn_drop, drop_path=rate,
-                  layer_scale_init=config.layer_scale_init, norm_eps=config.norm_eps)
+                  layer_scale_init=config.layer_scale_init, norm_eps=config.norm_eps,
+                  norm=config.norm, pre_norm=config.pre_norm)
             for rate in rates
         )
-        self.norm = (nn.LayerNorm(config.embed_dim, eps=config.norm_eps)
+        self.norm = (make_norm(config.norm, config.embed_dim, config.norm_eps)
                      if config.final_norm else nn.Identity())
         self.apply(_init_weights)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from zoo.encoder import Dropout
+
 POOLS = ("token", "avg", "prefix_avg")
 
 
@@ -28,7 +30,7 @@ class ClassifierHead(nn.Module):
         self.pool = pool
         self.num_prefix_tokens = num_prefix_tokens
         self.fc_norm = nn.LayerNorm(embed_dim, eps=norm_eps) if fc_norm else nn.Identity()
-        self.drop = nn.Dropout(drop)
+        self.drop = Dropout(drop)
         self.fc = self._make_fc(num_classes)
 
     @property
@@ -61,3 +63,48 @@ class ClassifierHead(nn.Module):
         """(B, N, D) -> logits (B, K), or the normalised pooled features (B, D) if pre_logits."""
         x = self.drop(self.fc_norm(self.pool_tokens(tokens)))
         return x if pre_logits else self.fc(x)
+
+
+FORECAST_POOLS = ("flatten", "mean", "max")
+
+
+class ForecastHead(nn.Module):
+    """Each channel's tokens -> its forecast: tokens (B * C, N, D) -> (B, H, C).
+
+    ``pool="flatten"`` concatenates the N tokens (PatchTST's head: N * D features); ``mean`` /
+    ``max`` pool them to D features (transformers' ``pooling_type``). A linear layer maps the
+    features to the horizon; ``shared=False`` gives every channel its own (and fixes the number
+    of channels).
+    """
+
+    def __init__(self, num_patches: int, embed_dim: int, horizon: int, *, num_channels: int,
+                 pool: str = "flatten", shared: bool = True, drop: float = 0.0) -> None:
+        super().__init__()
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        if pool not in FORECAST_POOLS:
+            raise ValueError(f"pool must be one of {FORECAST_POOLS}, got {pool!r}")
+        self.num_patches, self.embed_dim, self.horizon = num_patches, embed_dim, horizon
+        self.pool, self.shared = pool, shared
+        self.drop = Dropout(drop)
+        features = num_patches * embed_dim if pool == "flatten" else embed_dim
+        if shared:
+            self.proj = nn.Linear(features, horizon)
+        else:  # one projection per channel, applied in one einsum
+            bound = 1 / features ** 0.5
+            self.proj_weight = nn.Parameter(torch.empty(num_channels, horizon, features)
+                                            .uniform_(-bound, bound))
+            self.proj_bias = nn.Parameter(torch.empty(num_channels, horizon).uniform_(-bound, bound))
+
+    def forward(self, tokens: torch.Tensor, num_channels: int) -> torch.Tensor:
+        """tokens (B * C, N, D) -> (B, H, C)."""
+        if self.pool == "mean":
+            tokens = tokens.mean(dim=1)
+        elif self.pool == "max":
+            tokens = tokens.amax(dim=1)
+        x = self.drop(tokens.reshape(tokens.shape[0] // num_channels, num_channels, -1))
+        if self.shared:
+            y = self.proj(x)
+        else:
+            y = torch.einsum("bcf,chf->bch", x, self.proj_weight) + self.proj_bias
+        return y.transpose(1, 2).contiguous()

@@ -225,9 +225,12 @@ def create_model(name: str, pretrained: Union[bool, str, Path] = False, *,
         package_args = dict(package["model_args"])
     if state_dict is not None:
         state_dict = to_zoo_state_dict(state_dict)
-    ckpt_classes = _checkpoint_num_classes(state_dict)
-
     args = {**entry.args, **package_args, **kwargs}
+    if entry.modality == "series":
+        if num_classes:
+            raise ValueError(f"{name} is a forecaster: it takes horizon=, not num_classes=")
+        return _create_forecaster(name, entry, cfg, args, state_dict, pretrained)
+    ckpt_classes = _checkpoint_num_classes(state_dict)
     if num_classes is not None:
         args["num_classes"] = num_classes
     elif ckpt_classes is not None:
@@ -257,6 +260,24 @@ def create_model(name: str, pretrained: Union[bool, str, Path] = False, *,
     if model.num_classes != cfg.num_classes:
         cfg = replace(cfg, num_classes=model.num_classes, labels=None, metrics={})
     model.pretrained_cfg = replace(cfg, preprocess={**cfg.preprocess, **model.input_spec()})
+    return model
+
+
+def _create_forecaster(name: str, entry: ModelEntry, cfg: PretrainedCfg, args: dict[str, Any],
+                       state_dict: Optional[dict[str, Any]], source: Any) -> nn.Module:
+    """Build a forecaster; a checkpoint for another horizon keeps all but the head."""
+    model = entry.builder(**args)
+    if state_dict is not None:
+        head = model.head.state_dict()
+        if any(tuple(state_dict.get(f"head.{k}", v).shape) != tuple(v.shape) for k, v in head.items()):
+            logger.info("%s: new horizon-%d head replaces the checkpoint's", name, model.horizon)
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
+            load_state_dict(model, state_dict, source=str(source), allow_missing=("head.",))
+            cfg = replace(cfg, metrics={})
+        else:
+            load_state_dict(model, state_dict, source=str(source))
+    model.pretrained_cfg = replace(cfg, num_classes=0, preprocess={**cfg.preprocess,
+                                                                   **model.input_spec()})
     return model
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.encoder import Dropout
 from zoo.frontends.pos_embed import resample_pos_embed
 
 logger = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ class AudioFrontEnd(nn.Module):
         self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if num_prefix_tokens == 2 else None
         num_positions = num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
         self.pos_embed = nn.Parameter(torch.zeros(1, num_positions, embed_dim))
-        self.pos_drop = nn.Dropout(pos_drop)
+        self.pos_drop = Dropout(pos_drop)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         for token in (self.cls_token, self.dist_token):
             if token is not None:

@@ -13,6 +13,7 @@ from typing import Union
 import torch
 from torch import nn
 
+from zoo.encoder import Dropout
 from zoo.frontends.pos_embed import resample_pos_embed
 
 Size = Union[int, tuple[int, int]]
@@ -42,7 +43,7 @@ class ImageFrontEnd(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         num_positions = self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
         self.pos_embed = nn.Parameter(torch.zeros(1, num_positions, embed_dim))
-        self.pos_drop = nn.Dropout(pos_drop)
+        self.pos_drop = Dropout(pos_drop)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)

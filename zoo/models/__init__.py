@@ -2,6 +2,7 @@
 
 from zoo.models.ast import AudioSpectrogramTransformer
 from zoo.models.base import TokenModel
+from zoo.models.patchtst import PatchTST
 from zoo.models.vit import VisionTransformer
 
-__all__ = ["AudioSpectrogramTransformer", "TokenModel", "VisionTransformer"]
+__all__ = ["AudioSpectrogramTransformer", "PatchTST", "TokenModel", "VisionTransformer"]

@@ -1,0 +1,363 @@
+"""Time-series data: the ETTh1 benchmark (Informer / PatchTST protocol), a user's own CSV or
+DataFrame (validated, optionally regularised), chronological splits with a train-only
+:class:`StandardScaler`, and sliding (look-back, horizon) windows."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from zoo import hub
+from zoo.data import data_root
+
+logger = logging.getLogger(__name__)
+
+ETTH1_COLUMNS = ("HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT")
+ETTH1_URL = ("https://raw.githubusercontent.com/zhouhaoyi/ETDataset/"
+             "1d16c8f4f943005d613b5bc962e9eeb06058cf07/ETT-small/ETTh1.csv")
+ETTH1_SHA256 = "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066"
+# Informer's Dataset_ETT_hour borders, in rows of 30-day "months" of 24 hours: train 12 months,
+# val 4, test 4; val / test also take the `lookback` rows before their start; rows >= 14400 unused.
+ETTH1_BORDERS: dict[str, tuple[int, int]] = {
+    "train": (0, 12 * 30 * 24), "val": (12 * 30 * 24, 16 * 30 * 24), "test": (16 * 30 * 24, 20 * 30 * 24)}
+
+
+class SeriesDataError(ValueError):
+    """A user's series that cannot be used as given; the message names the file, column or row."""
+
+
+def etth1_path(configured: str | Path | None = None, *, download: bool = False) -> Path:
+    """``data_root(configured)/ett/ETTh1.csv`` (``configured`` may also be the csv itself or the
+    folder holding it), verified against ``ETTH1_SHA256`` (a mismatch raises
+    :class:`zoo.hub.ChecksumError`). When absent, ``download=True`` fetches ``ETTH1_URL`` through
+    :func:`zoo.hub.download` and copies it there; otherwise FileNotFoundError says how to get it."""
+    base = data_root(configured)
+    if base.suffix.lower() == ".csv":
+        target = base
+    elif base.name == "ett" or (base / "ETTh1.csv").is_file():
+        target = base / "ETTh1.csv"
+    else:
+        target = base / "ett" / "ETTh1.csv"
+    if not target.is_file():
+        if not download:
+            raise FileNotFoundError(
+                f"no ETTh1 csv at {target}; set $ZOO_DATA (or the config's data root) to the folder "
+                f"holding ett/ETTh1.csv, or call zoo.data.series.etth1_path(..., download=True) to "
+                f"fetch it from {ETTH1_URL}")
+        cached = hub.download(ETTH1_URL, sha256=ETTH1_SHA256, filename="ETTh1.csv")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".ETTh1.", suffix=".part")
+        os.close(fd)
+        try:
+            shutil.copyfile(cached, tmp)
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        logger.info("ETTh1 downloaded to %s", target)
+    if (actual := hub.sha256_of(target)) != ETTH1_SHA256:
+        raise hub.ChecksumError(f"{target}: sha256 is {actual}, expected {ETTH1_SHA256} (ETTh1 from "
+                                f"{ETTH1_URL}); replace the file or delete it and pass download=True")
+    return target
+
+
+@dataclass(frozen=True)
+class StandardScaler:
+    """Per-channel ``(x - mean) / std``; mean and std are (C,) float64 tensors. ``std`` is the
+    population std (ddof=0, as sklearn); a constant channel gets std 1 so it maps to 0."""
+
+    mean: torch.Tensor   # (C,)
+    std: torch.Tensor    # (C,)
+
+    @classmethod
+    def fit(cls, values: torch.Tensor) -> StandardScaler:
+        """Statistics of ``values`` (T, C) over time, ignoring NaNs (computed in float64)."""
+        if values.ndim != 2 or values.shape[0] == 0:
+            raise ValueError(f"StandardScaler.fit expects values of shape (T >= 1, C), got {tuple(values.shape)}")
+        values = values.double()
+        mean = values.nanmean(0)                                          # (C,)
+        if (empty := torch.isnan(mean).nonzero().flatten().tolist()):
+            raise SeriesDataError(f"cannot fit a scaler: channel(s) {empty} hold no values (all NaN)")
+        std = (values - mean).square().nanmean(0).sqrt()                  # (C,)
+        # a constant channel may come out as rounding noise rather than an exact 0 (as sklearn)
+        constant = std <= 10 * torch.finfo(torch.float64).eps * mean.abs().clamp(min=1)
+        return cls(mean, torch.where(constant, torch.ones_like(std), std))
+
+    def _check(self, values: torch.Tensor) -> None:
+        if not values.is_floating_point():
+            raise TypeError(f"scaler expects floating-point values, got {values.dtype}")
+        if values.ndim == 0 or values.shape[-1] != self.mean.shape[0]:
+            raise ValueError(f"scaler fitted on {self.mean.shape[0]} channels, got values of shape {tuple(values.shape)}")
+
+    def transform(self, values: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (..., C) standardized, in the dtype of ``values``."""
+        self._check(values)
+        return (values - self.mean.to(values)) / self.std.to(values)
+
+    def inverse_transform(self, values: torch.Tensor) -> torch.Tensor:
+        """(..., C) standardized -> (..., C) in the original units."""
+        self._check(values)
+        return values * self.std.to(values) + self.mean.to(values)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """JSON-able ``{"mean": [...], "std": [...]}``, to save beside a model."""
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StandardScaler:
+        mean, std = (torch.as_tensor(d[k], dtype=torch.float64) for k in ("mean", "std"))
+        if mean.ndim != 1 or mean.shape != std.shape or not (std > 0).all():
+            raise ValueError(f"scaler dict needs equal-length 1-D mean and std (std > 0), got {d}")
+        return cls(mean, std)
+
+
+@dataclass
+class SeriesSplits:
+    """Scaled float32 splits; val and test start with the ``lookback`` rows before their border."""
+
+    train: torch.Tensor   # (T_train, C)
+    val: torch.Tensor     # (T_val, C)
+    test: torch.Tensor    # (T_test, C)
+    scaler: StandardScaler
+    columns: tuple[str, ...]
+    timestamps: pd.DatetimeIndex | None   # of the whole frame, for plotting
+    borders: dict[str, tuple[int, int]]      # rows [start, end) of the frame used per split
+
+
+def _check_lookback(lookback: int, name: str = "lookback") -> None:
+    if isinstance(lookback, bool) or not isinstance(lookback, int) or lookback < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {lookback!r}")
+
+
+def _splits(frame: pd.DataFrame, lookback: int, train_end: int, val_end: int, test_end: int) -> SeriesSplits:
+    """Split rows [0, train_end), [train_end - L, val_end), [val_end - L, test_end)."""
+    _check_lookback(lookback)
+    if lookback > train_end:
+        raise SeriesDataError(f"lookback {lookback} is longer than the {train_end} training rows: "
+                              "the validation windows would start before the first row")
+    if not all(pd.api.types.is_numeric_dtype(t) for t in frame.dtypes) or frame.isna().any().any():
+        raise SeriesDataError("the frame must hold numeric columns with no missing values; "
+                              "read it with read_series(...) (see its missing= policy)")
+    values = torch.tensor(frame.to_numpy(np.float64))                      # (T, C)
+    scaler = StandardScaler.fit(values[:train_end])
+    scaled = scaler.transform(values).float()
+    borders = {"train": (0, train_end), "val": (train_end - lookback, val_end),
+               "test": (val_end - lookback, test_end)}
+    parts = {k: scaled[lo:hi] for k, (lo, hi) in borders.items()}
+    timestamps = frame.index if isinstance(frame.index, pd.DatetimeIndex) else None
+    return SeriesSplits(**parts, scaler=scaler, columns=tuple(str(c) for c in frame.columns),
+                        timestamps=timestamps, borders=borders)
+
+
+def etth1_splits(lookback: int, *, root: str | Path | None = None) -> SeriesSplits:
+    """ETTh1 as Informer / PatchTST split it, all 7 channels: train rows [0, 8640) (the scaler is
+    fitted on these only), val rows [8640 - L, 11520), test rows [11520 - L, 14400)."""
+    frame = read_series(etth1_path(root), target_columns=ETTH1_COLUMNS)
+    return _splits(frame, lookback, ETTH1_BORDERS["train"][1], ETTH1_BORDERS["val"][1],
+                   ETTH1_BORDERS["test"][1])
+
+
+def _not_found(kind: str, name: object, choices: Sequence[object], where: str, tip: str) -> SeriesDataError:
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return SeriesDataError(f"{where}: no {kind} {name!r}{hint} (columns: {[str(c) for c in choices]}); {tip}")
+
+
+def _numeric(frame: pd.DataFrame, columns: Sequence[object], where: str,
+             row: Callable[[int], str]) -> pd.DataFrame:
+    """The target columns as float64; non-numeric or infinite values raise naming column and row."""
+    out, bad = {}, []
+    for col in columns:
+        raw = frame[col]
+        num = raw if pd.api.types.is_numeric_dtype(raw) else pd.to_numeric(raw, errors="coerce")
+        wrong = np.flatnonzero((num.isna() & raw.notna()).to_numpy())
+        if len(wrong):
+            bad.append(f"{col!r} (e.g. {raw.iloc[wrong[0]]!r} at {row(wrong[0])})")
+            continue
+        out[col] = num.astype(np.float64)
+        if (inf := np.flatnonzero(np.isinf(out[col].to_numpy()))).size:
+            raise SeriesDataError(f"{where}: column {col!r} holds an infinite value at {row(inf[0])}")
+    if bad:
+        numeric = [str(c) for c in columns if c in out]
+        raise SeriesDataError(f"{where}: non-numeric column(s) {', '.join(bad)}; choose the series "
+                              f"to model with target_columns=... (numeric ones: {numeric})")
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _regularize(frame: pd.DataFrame, freq: str | None, irregular: str, where: str) -> pd.DataFrame:
+    """Check the DatetimeIndex against a regular grid; ``"reindex"`` inserts NaN rows in gaps."""
+    index = frame.index
+    if freq is not None:
+        try:
+            step = pd.tseries.frequencies.to_offset(freq)
+        except ValueError as err:
+            raise ValueError(f"freq={freq!r} is not a pandas frequency (e.g. 'h', '15min', 'D', 'MS')") from err
+    elif (step := pd.DatetimeIndex(index, freq="infer").freq if len(index) >= 3 else None) is None:
+        step = pd.Series(index[1:] - index[:-1]).mode().iloc[0]            # most common difference
+    grid = pd.date_range(index[0], index[-1], freq=step, name=index.name)
+    if len(off := index.difference(grid)):
+        raise SeriesDataError(f"{where}: timestamp {off[0]} is off the regular {step} grid starting at "
+                              f"{index[0]} ({len(off)} such rows); resample the series, or pass freq=...")
+    if not len(gaps := grid.difference(index)):
+        return frame
+    if irregular == "error":
+        before, after = index[index < gaps[0]][-1], index[index > gaps[0]][0]
+        raise SeriesDataError(
+            f"{where}: irregular timestamps: a gap from {before} to {after} where the step is {step} "
+            f"({len(gaps)} missing timestamps in all); pass irregular='reindex' to insert empty rows "
+            "(filled by the missing= policy), or freq=... to declare the step")
+    logger.info("%s: inserted %d empty rows to make the %s grid regular", where, len(gaps), step)
+    return frame.reindex(grid)
+
+
+def read_series(source: str | Path | pd.DataFrame, *, time_column: str | None = "date",
+                target_columns: Sequence[str] | None = None, freq: str | None = None,
+                irregular: str = "error", missing: str = "error") -> pd.DataFrame:
+    """A CSV file or DataFrame -> a (T, C) float64 DataFrame of the target columns, indexed by
+    its sorted timestamps (a RangeIndex, rows in order, when ``time_column`` is None).
+
+    Unsorted timestamps are sorted; duplicated ones are an error. Gaps in the grid (``freq``, else
+    the inferred / most common step) are an error, or with ``irregular="reindex"`` become NaN rows.
+    Missing values are an error, or with ``missing="interpolate"`` are filled linearly in time,
+    then by the nearest value at the ends. A DataFrame indexed by timestamps may omit the time column.
+    """
+    if irregular not in ("error", "reindex"):
+        raise ValueError(f"irregular must be 'error' or 'reindex', got {irregular!r}")
+    if missing not in ("error", "interpolate"):
+        raise ValueError(f"missing must be 'error' or 'interpolate', got {missing!r}")
+    if isinstance(source, pd.DataFrame):
+        where, row = "DataFrame", (lambda i: f"row {i}")
+        frame = source.copy()
+        if time_column is not None and time_column not in frame.columns and isinstance(frame.index, pd.DatetimeIndex):
+            frame = frame.rename_axis(time_column).reset_index()
+    else:
+        path = Path(source).expanduser()
+        where, row = str(path), (lambda i: f"line {i + 2}")                # line 1 is the header
+        if not path.is_file():
+            raise FileNotFoundError(f"no series file at {path}")
+        try:
+            frame = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise SeriesDataError(f"{where}: cannot read as CSV: {err}") from err
+    if len(frame) < 2:
+        raise SeriesDataError(f"{where}: {len(frame)} row(s); a series needs at least 2")
+    if time_column is not None and time_column not in frame.columns:
+        raise _not_found("time column", time_column, list(frame.columns), where,
+                         "pass time_column=<name>, or time_column=None to take the rows in order")
+    if isinstance(target_columns, str):
+        target_columns = [target_columns]
+    others = [c for c in frame.columns if c != time_column]
+    if target_columns is None:
+        target_columns = others
+    for name in target_columns:
+        if name not in others:
+            raise _not_found("target column", name, others, where, "fix target_columns=[...]")
+    if not target_columns:
+        raise SeriesDataError(f"{where}: no target columns (columns: {list(frame.columns)})")
+    values = _numeric(frame, list(target_columns), where, row)
+    if time_column is not None:
+        try:
+            stamps = pd.to_datetime(frame[time_column], errors="coerce")
+        except (ValueError, TypeError) as err:
+            raise SeriesDataError(f"{where}: cannot parse time column {time_column!r}: {err}") from err
+        if len(bad := np.flatnonzero(stamps.isna().to_numpy())):
+            raise SeriesDataError(f"{where}: cannot parse time column {time_column!r} value "
+                                  f"{frame[time_column].iloc[bad[0]]!r} at {row(bad[0])} ({len(bad)} such rows)")
+        values.index = pd.DatetimeIndex(stamps, name=time_column)
+        if not values.index.is_monotonic_increasing:
+            logger.info("%s: timestamps are not in order; sorting them", where)
+            values = values.sort_index(kind="stable")
+        if (dup := values.index.duplicated()).any():
+            first = list(dict.fromkeys(values.index[dup]))[:3]
+            raise SeriesDataError(f"{where}: {dup.sum()} row(s) repeat an earlier timestamp (first: "
+                                  f"{', '.join(map(str, first))}); aggregate them first")
+        values = _regularize(values, freq, irregular, where)
+    else:
+        values = values.reset_index(drop=True)
+    if (empty := [str(c) for c in values.columns if values[c].isna().all()]):
+        raise SeriesDataError(f"{where}: column(s) {empty} hold no values")
+    if (na := values.isna()).any().any():
+        if missing == "error":
+            counts = {str(c): int(n) for c, n in na.sum().items() if n}
+            i = int(np.flatnonzero(na.any(axis=1).to_numpy())[0])
+            at = values.index[i] if time_column is not None else row(i)
+            raise SeriesDataError(f"{where}: missing values {counts} (first at {at}); pass "
+                                  "missing='interpolate' to fill them linearly in time")
+        logger.info("%s: interpolating %d missing values", where, int(na.sum().sum()))
+        values = values.interpolate(method="time" if time_column is not None else "linear").ffill().bfill()
+    return values
+
+
+def chronological_split(frame: pd.DataFrame, lookback: int, *,
+                        fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+                        val_start: str | None = None, test_start: str | None = None) -> SeriesSplits:
+    """Split a :func:`read_series` frame in time order, never shuffled, scaler fitted on train.
+
+    By ``fractions`` of rows (Informer's custom-data rule: train = first ``int(T * f_train)``,
+    test = last ``int(T * f_test)``, val = the rest), or by dates: val / test start at the first
+    row at or after ``val_start`` / ``test_start`` (both or neither; ``fractions`` is then unused).
+    Val and test get the ``lookback`` rows before their border prepended.
+    """
+    total = len(frame)
+    if (val_start is None) != (test_start is None):
+        raise ValueError("pass both val_start and test_start, or neither")
+    if val_start is not None:
+        if not isinstance(frame.index, pd.DatetimeIndex):
+            raise SeriesDataError("splitting by dates needs a frame indexed by timestamps (read_series with a time_column)")
+        first, last = frame.index[0], frame.index[-1]
+        starts = {k: pd.Timestamp(v) for k, v in (("val_start", val_start), ("test_start", test_start))}
+        if frame.index.tz is not None:  # naive dates are read in the series' time zone
+            starts = {k: ts if ts.tz else ts.tz_localize(frame.index.tz) for k, ts in starts.items()}
+        for k, ts in starts.items():
+            if not first < ts <= last:
+                raise SeriesDataError(f"{k}={ts} is outside the series' range ({first}, {last}]")
+        if not starts["val_start"] < starts["test_start"]:
+            raise SeriesDataError(f"val_start={starts['val_start']} must come before test_start={starts['test_start']}")
+        train_end, val_end = (int(frame.index.searchsorted(ts)) for ts in starts.values())
+        if train_end == val_end:
+            raise SeriesDataError(f"no rows between val_start={val_start} and test_start={test_start}")
+    else:
+        if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
+            raise ValueError(f"fractions must be three numbers > 0 summing to 1, got {fractions}")
+        train_end, n_test = int(total * fractions[0]), int(total * fractions[2])
+        val_end = total - n_test
+        if not 0 < train_end < val_end < total:
+            raise SeriesDataError(f"{total} rows are too few to split by fractions {fractions} "
+                                  f"(train {train_end}, val {val_end - train_end}, test {n_test} rows)")
+    return _splits(frame, lookback, train_end, val_end, total)
+
+
+class SeriesWindows(torch.utils.data.Dataset):
+    """Sliding windows over ``values`` (T, C), stride 1: item i is (x, y) with
+    x = values[i : i + L] (L, C) and y = values[i + L : i + L + H] (H, C); T - L - H + 1 items."""
+
+    def __init__(self, values: torch.Tensor, lookback: int, horizon: int, *, name: str = "series") -> None:
+        _check_lookback(lookback)
+        _check_lookback(horizon, "horizon")
+        if values.ndim != 2:
+            raise ValueError(f"{name}: values must be (T, C), got shape {tuple(values.shape)}")
+        self.values, self.lookback, self.horizon, self.name = values, lookback, horizon, name
+        if len(self) < 1:
+            raise SeriesDataError(
+                f"the {name} split has {values.shape[0]} rows but needs at least lookback + horizon "
+                f"= {lookback} + {horizon} = {lookback + horizon} for one window")
+
+    def __len__(self) -> int:
+        return max(0, self.values.shape[0] - self.lookback - self.horizon + 1)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"window {i} out of range for {n} windows in the {self.name} split")
+        i %= n
+        end = i + self.lookback
+        return self.values[i:end], self.values[end:end + self.horizon]

@@ -1,0 +1,116 @@
+"""PatchTST forecasters: series front end + shared encoder + flatten/linear forecasting head.
+
+Nie, Nguyen, Sinthong, Kalagnanam, "A Time Series is Worth 64 Words: Long-term Forecasting with
+Transformers", ICLR 2023. Each channel is a sequence of its own (channel independence) cut into
+patches; the encoder is the same class as the ViT's and AST's, here with post-norm BatchNorm
+blocks as in the paper. HF ``PatchTSTForPrediction`` checkpoints load unchanged (see
+``zoo.convert.hf_patchtst``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from zoo.encoder import Encoder, EncoderConfig
+from zoo.frontends.series import SeriesFrontEnd
+from zoo.heads import ForecastHead
+from zoo.models.base import TokenModel
+from zoo.registry import register_model
+
+
+class PatchTST(TokenModel):
+    """History (B, context_length, C) -> forecast (B, horizon, C), both in the input's scale.
+
+    Windows are normalised per series and channel (RevIN, ``scaling``), patched
+    (``patch_len``, ``stride``, ``padding``), encoded channel by channel with shared weights,
+    flattened and projected to the horizon, then scaled back. ``num_channels`` matters only
+    where weights are per channel (``affine``, ``shared_embedding=False``,
+    ``shared_head=False``); otherwise any number of channels is accepted.
+    ``head_pool``: ``flatten`` (PatchTST) or ``mean`` / ``max`` over patches (transformers'
+    ``pooling_type``). ``drop_rate`` is PatchTST's ``dropout`` (positions, attention output, MLP);
+    ``head_drop_rate`` its ``head_dropout``.
+    """
+
+    modality = "series"
+
+    def __init__(self, *, context_length: int = 512, horizon: int = 96, num_channels: int = 1,
+                 patch_len: int = 16, stride: int = 8, padding: str = "end",
+                 scaling: str = "std", affine: bool = False, subtract_last: bool = False,
+                 nan_policy: str = "raise", shared_embedding: bool = True,
+                 shared_head: bool = True, head_pool: str = "flatten",
+                 pos_embed: str = "learned", embed_dim: int = 128,
+                 depth: int = 3, num_heads: int = 16, mlp_ratio: float = 2.0,
+                 qkv_bias: bool = True, norm: str = "batchnorm", pre_norm: bool = False,
+                 norm_eps: float = 1e-5, drop_rate: float = 0.2, attn_drop_rate: float = 0.0,
+                 head_drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> None:
+        args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        front_end = SeriesFrontEnd(
+            context_length=context_length, num_channels=num_channels, patch_len=patch_len,
+            stride=stride, embed_dim=embed_dim, padding=padding, scaling=scaling, affine=affine,
+            subtract_last=subtract_last, nan_policy=nan_policy,
+            shared_embedding=shared_embedding, pos_embed=pos_embed, pos_drop=drop_rate)
+        encoder = Encoder(EncoderConfig(
+            embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias, proj_drop=drop_rate, attn_drop=attn_drop_rate,
+            drop_path=drop_path_rate, norm_eps=norm_eps, final_norm=False, norm=norm,
+            pre_norm=pre_norm))
+        head = ForecastHead(front_end.num_patches, embed_dim, horizon, num_channels=num_channels,
+                            pool=head_pool, shared=shared_head, drop=head_drop_rate)
+        super().__init__(front_end, encoder, head, model_args=args)
+        front_end.channel_specific |= not shared_head  # a per-channel head fixes the count too
+
+    @property
+    def num_classes(self) -> int:
+        return 0
+
+    @property
+    def context_length(self) -> int:
+        return self.front_end.context_length
+
+    @property
+    def horizon(self) -> int:
+        return self.head.horizon
+
+    def forward_head(self, tokens: torch.Tensor, num_channels: int) -> torch.Tensor:
+        """Encoder tokens (B * C, N, D) -> scaled forecast (B, H, C)."""
+        return self.head(tokens, num_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """History (B, L, C) -> forecast (B, H, C) in the input's scale."""
+        z, stats = self.front_end.normalize(x)
+        tokens = self.encoder(self.front_end.embed(z))
+        return self.front_end.denormalize(self.forward_head(tokens, x.shape[-1]), stats)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        raise TypeError("a forecaster has no classifier; build it with horizon=H for a new horizon")
+
+    def input_spec(self) -> dict[str, Any]:
+        return {"context_length": self.context_length, "horizon": self.horizon,
+                "num_channels": self.front_end.num_channels}
+
+    def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return dict(state_dict)
+
+
+def _register(name: str, *, weights: tuple = (), **args: Any) -> None:
+    register_model(
+        name, modality="series", builder=PatchTST, args=args, num_classes=0,
+        preprocess={"context_length": args["context_length"], "horizon": args.get("horizon", 96),
+                    "num_channels": args.get("num_channels", 1)},
+        weights=weights,
+    )
+
+
+# The paper's small-dataset (ETTh1, ETTh2, ILI) settings: d_model 16, 4 heads, 3 layers,
+# d_ff 128, dropout 0.3, RevIN without affine, patches of 16 every 8 steps, end padding.
+_ETTH = dict(patch_len=16, stride=8, embed_dim=16, depth=3, num_heads=4, mlp_ratio=8.0,
+             drop_rate=0.3, num_channels=7)
+_register("patchtst_tiny_l336", context_length=336, **_ETTH)    # PatchTST/42
+_register("patchtst_tiny_l512", context_length=512, **_ETTH)    # PatchTST/64
+# The paper's settings for larger datasets: d_model 128, 16 heads, 3 layers, d_ff 256, dropout 0.2.
+_BASE = dict(patch_len=16, stride=8, embed_dim=128, depth=3, num_heads=16, mlp_ratio=2.0,
+             drop_rate=0.2)
+_register("patchtst_base_l336", context_length=336, **_BASE)
+_register("patchtst_base_l512", context_length=512, **_BASE)
