@@ -17,7 +17,7 @@ STEP = r'''
 import json, resource, sys, time, torch, zoo
 name, lookback, batch, channels, ckpt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
 torch.manual_seed(0)
-model = zoo.create_model(name, context_length=lookback, num_channels=channels)
+model = zoo.create_model(name, context_length=lookback, num_channels=channels, **json.loads(sys.argv[6]))
 model.set_grad_checkpointing(ckpt)
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 x, y = torch.randn(batch, lookback, channels), torch.randn(batch, model.horizon, channels)
@@ -34,6 +34,11 @@ print(json.dumps({"model": name, "lookback": lookback, "tokens": model.front_end
 '''
 
 
+def torch_threads() -> int:
+    import torch
+    return torch.get_num_threads()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="patchtst_tiny_l336")
@@ -41,11 +46,16 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=7)
     parser.add_argument("--lookbacks", default="336,512,1024,2048")
     parser.add_argument("--grad-checkpointing", action="store_true")
+    parser.add_argument("--kwargs", default="{}", help='model overrides as JSON, e.g. '
+                        '\'{"residual_attention": false}\'')
     args = parser.parse_args()
+    print(f"{args.model} {args.kwargs} batch {args.batch} x {args.channels} channels, "
+          f"grad checkpointing {args.grad_checkpointing}, {torch_threads()} threads")
     print(f"{'look-back':>9} {'tokens':>6} {'seqs':>5} {'step s':>7} {'peak RSS MiB':>12}")
     for lookback in (int(v) for v in args.lookbacks.split(",")):
         out = subprocess.run([sys.executable, "-c", STEP, args.model, str(lookback), str(args.batch),
-                              str(args.channels), "1" if args.grad_checkpointing else "0"],
+                              str(args.channels), "1" if args.grad_checkpointing else "0",
+                              args.kwargs],
                              capture_output=True, text=True, check=True).stdout
         row = json.loads(out.strip().splitlines()[-1])
         print(f"{row['lookback']:>9} {row['tokens']:>6} {row['sequences']:>5} {row['step_s']:>7} "

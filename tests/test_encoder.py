@@ -233,3 +233,37 @@ def test_fast_dropout_keeps_each_value_with_probability_one_minus_p_and_rescales
     drop.eval()
     assert drop(x) is x
     assert Dropout(1.0)(x).abs().sum() == 0
+
+
+def test_residual_attention_adds_each_blocks_scores_to_the_next():
+    torch.manual_seed(0)
+    config = EncoderConfig(embed_dim=16, depth=2, num_heads=2, mlp_ratio=2.0, final_norm=False,
+                           residual_attention=True)
+    enc = Encoder(config).eval()
+    x = torch.randn(3, 7, 16)
+
+    def scores_of(attn, h):   # explicit pre-softmax scores (B, H, N, N)
+        q, k, _ = attn.qkv(h).reshape(3, 7, 3, 2, 8).permute(2, 0, 3, 1, 4).unbind(0)
+        return (q * attn.scale) @ k.transpose(-2, -1)
+
+    with torch.no_grad():
+        b0, b1 = enc.blocks
+        s0 = scores_of(b0.attn, b0.norm1(x))
+        h = b0(x)[0]                                      # block 0 is plain attention
+        s1 = scores_of(b1.attn, b1.norm1(h)) + s0         # block 1 sees block 0's scores
+        q, k, v = b1.attn.qkv(b1.norm1(h)).reshape(3, 7, 3, 2, 8).permute(2, 0, 3, 1, 4).unbind(0)
+        attended = (s1.softmax(-1) @ v).transpose(1, 2).reshape(3, 7, 16)
+        y = h + b1.attn.proj(attended)
+        expected = y + b1.mlp(b1.norm2(y))
+        torch.testing.assert_close(enc(x), expected)
+        out, maps = enc.forward_with_attention(x)
+        torch.testing.assert_close(maps[1], s1.softmax(-1))
+        plain = Encoder(EncoderConfig(**{**config.to_dict(), "residual_attention": False})).eval()
+        plain.load_state_dict(enc.state_dict())
+        assert not torch.allclose(plain(x), out)          # it does change the result
+    enc.train().set_grad_checkpointing(True)
+    torch.manual_seed(1)
+    a = enc(x)
+    enc.set_grad_checkpointing(False)
+    torch.manual_seed(1)
+    torch.testing.assert_close(a, enc(x))

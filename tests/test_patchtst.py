@@ -147,6 +147,8 @@ def test_registered_variants_have_the_paper_shapes():
     assert (model.embed_dim, len(model.encoder.blocks)) == (16, 3)
     assert model.encoder.blocks[0].mlp.fc1.out_features == 128
     assert isinstance(model.encoder.blocks[0].norm1, torch.nn.BatchNorm1d)
+    assert model.encoder.config.residual_attention and not model.encoder.config.pre_norm
+    assert model.encoder.blocks[0].attn.qkv.weight.std() > 0.1   # PyTorch's init, not ViT's 0.02
     assert zoo.create_model("patchtst_tiny_l512").front_end.num_patches == 64
     with torch.no_grad():
         assert model.eval()(torch.randn(2, 336, 7)).shape == (2, 96, 7)

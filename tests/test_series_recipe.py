@@ -154,3 +154,18 @@ def test_published_etth1_weights_reproduce_their_card(one_thread):
     assert abs(ae / count - card["etth1 test mae"]) < 1e-4
     card_text = Path("model_cards/patchtst_tiny_l336.etth1_h96.md").read_text()
     assert f"{card['etth1 test mse']:.4f}" in card_text
+
+
+def test_the_readme_time_series_example_runs(one_thread):
+    text = Path("README.md").read_text()
+    section = text[text.index("## Time series"):]
+    code = section[section.index("```python") + len("```python"):]
+    code = code[: code.index("```")]
+    namespace: dict = {}
+    exec(compile(code, "README.md (Time series)", "exec"), namespace)
+    assert namespace["forecast"].shape == (8, 24, 3)
+    assert namespace["tokens"].shape == (8 * 3, 42, 16)
+    x = torch.randn(2, 64, 3)
+    with torch.no_grad():
+        expected = namespace["hf"].eval()(past_values=x).prediction_outputs
+        assert (namespace["ours"].eval()(x) - expected).abs().max() < 1e-4

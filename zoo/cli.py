@@ -46,8 +46,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     for w in entry.weights:
         source = w.file and f"bundled ({w.file})" or w.hf_hub_id and f"hf-hub:{w.hf_hub_id}" or w.url
         default = " (default)" if w is entry.weights[0] else ""
-        rows += [(f"weights {w.tag}{default}", source or "-"),
-                 ("  classes", f"{w.num_classes} ({w.labels if isinstance(w.labels, str) else 'custom'})"),
+        if entry.modality == "series":
+            what = ("  columns", ", ".join(w.labels or ()) or "any")
+        else:
+            what = ("  classes", f"{w.num_classes} "
+                    f"({w.labels if isinstance(w.labels, str) else 'custom'})")
+        rows += [(f"weights {w.tag}{default}", source or "-"), what,
                  ("  license", w.license or "not stated"), ("  sha256", w.sha256 or "not pinned")]
         rows += [(f"  {k}", str(v)) for k, v in w.metrics.items()]
     print(_table(rows))

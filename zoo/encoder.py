@@ -43,6 +43,9 @@ class EncoderConfig:
     ``norm_eps`` is 1e-6 as in timm's ViT (PyTorch's default is 1e-5). ``norm`` is
     ``layernorm`` or ``batchnorm`` (statistics over batch and tokens, as PatchTST);
     ``pre_norm=False`` puts the norm after each residual sum (the original Transformer).
+    ``residual_attention`` adds each block's attention scores to the next block's (RealFormer,
+    as the reference PatchTST); it runs the explicit attention path, since SDPA does not
+    return scores.
     """
 
     embed_dim: int = 768
@@ -58,6 +61,7 @@ class EncoderConfig:
     final_norm: bool = True
     norm: str = "layernorm"
     pre_norm: bool = True
+    residual_attention: bool = False
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -108,17 +112,20 @@ class Attention(nn.Module):
         self.proj_drop = Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
-                return_attention: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                return_attention: bool = False, return_scores: bool = False
+                ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """x: (B, N, D); attn_mask: bool (B or 1, 1 or H, N, N), True = attend, or additive float.
 
-        Returns the output (B, N, D) and, if asked, the attention weights (B, H, N, N).
+        Returns the output (B, N, D) and, if asked, the attention weights (B, H, N, N), or with
+        ``return_scores`` the pre-softmax scores (mask included), which residual attention adds
+        to the next layer's scores through ``attn_mask``.
         """
         B, N, D = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, hd)
         dropout_p = self.attn_drop if self.training else 0.0
-        weights = None
-        if self.fused and not return_attention:
+        extra = None
+        if self.fused and not (return_attention or return_scores):
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         else:
             scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, H, N, N)
@@ -128,9 +135,10 @@ class Attention(nn.Module):
                 else:
                     scores = scores + attn_mask
             weights = scores.softmax(dim=-1)
+            extra = scores if return_scores else weights
             x = F.dropout(weights, p=dropout_p, training=self.training) @ v
         x = x.transpose(1, 2).reshape(B, N, D)
-        return self.proj_drop(self.proj(x)), weights
+        return self.proj_drop(self.proj(x)), extra
 
 
 class Mlp(nn.Module):
@@ -197,13 +205,15 @@ class Block(nn.Module):
         self.drop_path2 = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
-                return_attention: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                return_attention: bool = False, return_scores: bool = False
+                ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """x (B, N, D) -> (B, N, D), and the attention weights or scores if asked (see Attention)."""
         if not self.pre_norm:
-            y, weights = self.attn(x, attn_mask, return_attention)
+            y, weights = self.attn(x, attn_mask, return_attention, return_scores)
             x = self.norm1(x + self.drop_path1(self.ls1(y)))
             x = self.norm2(x + self.drop_path2(self.ls2(self.mlp(x))))
             return x, weights
-        y, weights = self.attn(self.norm1(x), attn_mask, return_attention)
+        y, weights = self.attn(self.norm1(x), attn_mask, return_attention, return_scores)
         x = x + self.drop_path1(self.ls1(y))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x, weights
@@ -247,20 +257,27 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: (B, N, D) -> (B, N, D)."""
-        for block in self.blocks:
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                x, _ = checkpoint(block, x, attn_mask, use_reentrant=False)
-            else:
-                x, _ = block(x, attn_mask)
-        return self.norm(x)
+        return self.forward_with_attention(x, attn_mask, return_maps=False)[0]
 
-    def forward_with_attention(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None
-                               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """As :meth:`forward`, also returning each block's attention weights (B, H, N, N)."""
+    def forward_with_attention(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
+                               return_maps: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """As :meth:`forward`, also returning each block's attention weights (B, H, N, N).
+
+        With ``residual_attention`` each block's pre-softmax scores are added to the next
+        block's (He et al. 2020, RealFormer; the reference PatchTST does this).
+        """
+        residual = self.config.residual_attention
         maps = []
         for block in self.blocks:
-            x, weights = block(x, attn_mask, return_attention=True)
-            maps.append(weights)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x, extra = checkpoint(block, x, attn_mask, return_maps, residual,
+                                      use_reentrant=False)
+            else:
+                x, extra = block(x, attn_mask, return_maps, residual)
+            if residual:
+                attn_mask = extra
+            if return_maps:
+                maps.append(extra.softmax(dim=-1) if residual else extra)
         return self.norm(x), maps
 
 

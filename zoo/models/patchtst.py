@@ -30,7 +30,9 @@ class PatchTST(TokenModel):
     ``shared_head=False``); otherwise any number of channels is accepted.
     ``head_pool``: ``flatten`` (PatchTST) or ``mean`` / ``max`` over patches (transformers'
     ``pooling_type``). ``drop_rate`` is PatchTST's ``dropout`` (positions, attention output, MLP);
-    ``head_drop_rate`` its ``head_dropout``.
+    ``head_drop_rate`` its ``head_dropout``. ``init="torch"`` keeps PyTorch's default
+    (Kaiming-uniform) init of the encoder's linear layers as the reference PatchTST does;
+    ``"trunc_normal"`` is the ViT init (std 0.02).
     """
 
     modality = "series"
@@ -44,8 +46,11 @@ class PatchTST(TokenModel):
                  depth: int = 3, num_heads: int = 16, mlp_ratio: float = 2.0,
                  qkv_bias: bool = True, norm: str = "batchnorm", pre_norm: bool = False,
                  norm_eps: float = 1e-5, drop_rate: float = 0.2, attn_drop_rate: float = 0.0,
-                 head_drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> None:
+                 head_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 residual_attention: bool = False, init: str = "torch") -> None:
         args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        if init not in ("torch", "trunc_normal"):
+            raise ValueError(f"init must be 'torch' or 'trunc_normal', got {init!r}")
         front_end = SeriesFrontEnd(
             context_length=context_length, num_channels=num_channels, patch_len=patch_len,
             stride=stride, embed_dim=embed_dim, padding=padding, scaling=scaling, affine=affine,
@@ -55,9 +60,13 @@ class PatchTST(TokenModel):
             embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
             qkv_bias=qkv_bias, proj_drop=drop_rate, attn_drop=attn_drop_rate,
             drop_path=drop_path_rate, norm_eps=norm_eps, final_norm=False, norm=norm,
-            pre_norm=pre_norm))
+            pre_norm=pre_norm, residual_attention=residual_attention))
         head = ForecastHead(front_end.num_patches, embed_dim, horizon, num_channels=num_channels,
                             pool=head_pool, shared=shared_head, drop=head_drop_rate)
+        if init == "torch":   # the reference PatchTST keeps PyTorch's default Linear init
+            for module in encoder.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.reset_parameters()
         super().__init__(front_end, encoder, head, model_args=args)
         front_end.channel_specific |= not shared_head  # a per-channel head fixes the count too
 
@@ -104,13 +113,14 @@ def _register(name: str, *, weights: tuple = (), **args: Any) -> None:
 
 
 # The paper's small-dataset (ETTh1, ETTh2, ILI) settings: d_model 16, 4 heads, 3 layers,
-# d_ff 128, dropout 0.3, RevIN without affine, patches of 16 every 8 steps, end padding.
+# d_ff 128, dropout 0.3, RevIN without affine, patches of 16 every 8 steps, end padding, and
+# the reference code's residual attention.
 _ETTH = dict(patch_len=16, stride=8, embed_dim=16, depth=3, num_heads=4, mlp_ratio=8.0,
-             drop_rate=0.3, num_channels=7)
+             drop_rate=0.3, num_channels=7, residual_attention=True)
 _register("patchtst_tiny_l336", context_length=336, **_ETTH)    # PatchTST/42
 _register("patchtst_tiny_l512", context_length=512, **_ETTH)    # PatchTST/64
 # The paper's settings for larger datasets: d_model 128, 16 heads, 3 layers, d_ff 256, dropout 0.2.
 _BASE = dict(patch_len=16, stride=8, embed_dim=128, depth=3, num_heads=16, mlp_ratio=2.0,
-             drop_rate=0.2)
+             drop_rate=0.2, residual_attention=True)
 _register("patchtst_base_l336", context_length=336, **_BASE)
 _register("patchtst_base_l512", context_length=512, **_BASE)
