@@ -65,7 +65,8 @@ def render_card(*, name: str, arch: str, params: int, metrics: dict[str, Any], r
             ("task", data["task"]), ("data", data["title"]), ("split", data["split"]),
             ("data license", data["license"]), ("weights license", "Apache-2.0"),
             ("training time", f"{run['train_time_s']:.0f} s on {run['device']} "
-                              f"({run['torch_threads']} threads), {run['epochs']} epochs"),
+                              f"({run['torch_threads']} thread{'s' if run['torch_threads'] != 1 else ''}), "
+                              f"{run['epochs']} epochs"),
             ("date", run["date"])]
     rows += [(f"input {k}", str(v)) for k, v in preprocess.items()]
     lines = [f"# {name}", "",

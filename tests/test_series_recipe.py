@@ -53,6 +53,10 @@ def test_finetune_on_a_csv_then_forecast_writes_csv_and_plot(tmp_path, capsys):
     out = tmp_path / "forecast.csv"
     ckpt = run / "checkpoints" / "best.ckpt"
     capsys.readouterr()
+    assert cli(["eval", str(run / "config.yaml"), "--ckpt", str(ckpt)]) == 0   # zoo eval agrees
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["num_test"] == 109
+    assert abs(evaluated["metrics"]["test/mse"] - result["metrics"]["test/mse"]) < 1e-6
     code = cli(["forecast", str(ckpt), str(data), "--horizon", "12", "--time-column", "timestamp",
                 "--columns", "load,temp", "--output", str(out), "--plot-columns", "load"])
     assert code == 0, capsys.readouterr().err

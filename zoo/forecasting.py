@@ -73,6 +73,8 @@ def plot_forecast(history: pd.DataFrame, forecast: pd.DataFrame, path: Union[str
         ax.axvline(past.index[-1], color="0.6", linestyle=":", linewidth=0.8)
         ax.set_ylabel(str(column))
         ax.grid(alpha=0.3)
+    if isinstance(forecast.index, pd.DatetimeIndex):
+        fig.autofmt_xdate()
     axes[0, 0].legend(loc="upper left")
     if title:
         axes[0, 0].set_title(title)
