@@ -36,8 +36,9 @@ class Forecaster(L.LightningModule):
     """A zoo forecaster trained on windows (x (B, L, C), y (B, H, C)) with MSE (or MAE /
     Huber), AdamW and a cosine or hold-then-decay schedule.
 
-    ``columns`` and ``scaler`` (the data's standardisation, as a dict) are kept with the
-    checkpoint so that forecasts can be reported in the data's own units.
+    ``columns`` and ``scaler`` (the training data's standardisation, as a dict) are kept with
+    the checkpoint as a record of what it was trained on; forecasting raw data needs neither,
+    since the model normalises each window itself (RevIN).
     """
 
     def __init__(self, *, model_name: str, num_channels: int, pretrained: Any = False,

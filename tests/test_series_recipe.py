@@ -91,6 +91,10 @@ def test_forecast_frame_needs_enough_history_and_continues_the_time_index(tmp_pa
     assert list(forecast.index) == list(pd.date_range(frame.index[-1], periods=5, freq="15min")[1:])
     rows = forecast_frame(model, frame.reset_index(drop=True))
     assert list(rows.index) == list(range(60, 66))
+    unscaled = PatchTST(context_length=48, horizon=6, num_channels=1, embed_dim=8, num_heads=2,
+                        depth=1, scaling="none")
+    with pytest.raises(ValueError, match="does not normalise its input"):
+        forecast_frame(unscaled, frame)
 
 
 def test_forecasting_config_is_validated():

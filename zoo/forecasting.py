@@ -31,8 +31,12 @@ def forecast_frame(model: nn.Module, frame: pd.DataFrame, *, horizon: Optional[i
     """Forecast every column of ``frame`` (rows in time order, numeric columns) from its last
     ``model.context_length`` rows: returns (horizon, C) with future timestamps as index.
 
-    ``horizon`` may be shorter than the model's (the forecast is cut), never longer.
+    ``horizon`` may be shorter than the model's (the forecast is cut), never longer. The
+    model's instance normalisation (RevIN) makes the forecast follow the table's own units.
     """
+    if model.front_end.scaler.scaling == "none":
+        raise ValueError("this model does not normalise its input (scaling='none'), so it only "
+                         "forecasts data scaled as in its training; scale the table yourself")
     context, model_horizon = model.context_length, model.horizon
     horizon = model_horizon if horizon is None else horizon
     if not 1 <= horizon <= model_horizon:
