@@ -66,9 +66,9 @@ def test_additive_float_mask_matches_between_paths():
     x = _tokens()
     bias = torch.randn(1, HEADS, TOKENS, TOKENS)
     with torch.no_grad():
-        fused, _ = attn(x, bias)
+        fused = attn(x, bias)[0]
         attn.fused = False
-        manual, _ = attn(x, bias)
+        manual = attn(x, bias)[0]
     torch.testing.assert_close(fused, manual, rtol=1e-5, atol=1e-5)
 
 
@@ -78,7 +78,7 @@ def test_manual_attention_matches_a_reference_implementation():
     attn.fused = False
     x = _tokens()
     with torch.no_grad():
-        out, weights = attn(x, return_attention=True)
+        out, weights, _ = attn(x, return_attention=True)
         q, k, v = attn.qkv(x).chunk(3, dim=-1)  # each (B, N, D), heads contiguous in D
         q, k, v = (t.reshape(2, TOKENS, HEADS, DIM // HEADS).transpose(1, 2) for t in (q, k, v))
         ref_weights = torch.softmax(q @ k.transpose(-1, -2) / (DIM // HEADS) ** 0.5, dim=-1)
@@ -237,30 +237,55 @@ def test_fast_dropout_keeps_each_value_with_probability_one_minus_p_and_rescales
 
 def test_residual_attention_adds_each_blocks_scores_to_the_next():
     torch.manual_seed(0)
-    config = EncoderConfig(embed_dim=16, depth=2, num_heads=2, mlp_ratio=2.0, final_norm=False,
+    config = EncoderConfig(embed_dim=16, depth=3, num_heads=2, mlp_ratio=2.0, final_norm=False,
                            residual_attention=True)
     enc = Encoder(config).eval()
     x = torch.randn(3, 7, 16)
 
-    def scores_of(attn, h):   # explicit pre-softmax scores (B, H, N, N)
-        q, k, _ = attn.qkv(h).reshape(3, 7, 3, 2, 8).permute(2, 0, 3, 1, 4).unbind(0)
-        return (q * attn.scale) @ k.transpose(-2, -1)
+    def heads(attn, h):   # q, k, v (B, H, N, hd), written out from the definition
+        return attn.qkv(h).reshape(3, 7, 3, 2, 8).permute(2, 0, 3, 1, 4).unbind(0)
+
+    def block_by_hand(block, h, prev_scores):   # pre-norm block with explicit residual scores
+        q, k, v = heads(block.attn, block.norm1(h))
+        scores = (q * block.attn.scale) @ k.transpose(-2, -1) + prev_scores
+        y = h + block.attn.proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(3, 7, 16))
+        return y + block.mlp(block.norm2(y)), scores
 
     with torch.no_grad():
-        b0, b1 = enc.blocks
-        s0 = scores_of(b0.attn, b0.norm1(x))
-        h = b0(x)[0]                                      # block 0 is plain attention
-        s1 = scores_of(b1.attn, b1.norm1(h)) + s0         # block 1 sees block 0's scores
-        q, k, v = b1.attn.qkv(b1.norm1(h)).reshape(3, 7, 3, 2, 8).permute(2, 0, 3, 1, 4).unbind(0)
-        attended = (s1.softmax(-1) @ v).transpose(1, 2).reshape(3, 7, 16)
-        y = h + b1.attn.proj(attended)
-        expected = y + b1.mlp(b1.norm2(y))
-        torch.testing.assert_close(enc(x), expected)
+        h, scores, expected_maps = x, torch.zeros(()), []
+        for block in enc.blocks:               # block i sees the sum of blocks 0..i-1's scores
+            h, scores = block_by_hand(block, h, scores)
+            expected_maps.append(scores.softmax(-1))
+        torch.testing.assert_close(enc(x), h)                 # SDPA / fused path
+        enc.set_fused_attention(False)
+        torch.testing.assert_close(enc(x), h)                 # explicit path
+        enc.set_fused_attention(True)
         out, maps = enc.forward_with_attention(x)
-        torch.testing.assert_close(maps[1], s1.softmax(-1))
+        torch.testing.assert_close(out, h)
+        for got, want in zip(maps, expected_maps):
+            torch.testing.assert_close(got, want)
         plain = Encoder(EncoderConfig(**{**config.to_dict(), "residual_attention": False})).eval()
         plain.load_state_dict(enc.state_dict())
         assert not torch.allclose(plain(x), out)          # it does change the result
+
+    # gradients: both paths agree with the scores summed by hand
+    def grads_of(forward):
+        enc.zero_grad()
+        forward().square().sum().backward()
+        return {n: p.grad.clone() for n, p in enc.named_parameters()}
+
+    def by_hand():
+        h, scores = x, torch.zeros(())
+        for block in enc.blocks:
+            h, scores = block_by_hand(block, h, scores)
+        return h
+
+    expected = grads_of(by_hand)
+    for fused in (True, False):
+        enc.set_fused_attention(fused)
+        for name, grad in grads_of(lambda: enc(x)).items():
+            torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-5)
+
     enc.train().set_grad_checkpointing(True)
     torch.manual_seed(1)
     a = enc(x)
