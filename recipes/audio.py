@@ -75,7 +75,7 @@ class AudioDataModule(SplitDataModule):
                  time_mask: int = 0, num_masks: int = 1, time_stretch: float = 1.0,
                  gain_db: float = 0.0, on_error: str = "raise", holdout: bool = True,
                  seed: int = 0) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if dataset not in AUDIO_DATASETS:
             raise ValueError(f"audio dataset must be one of {AUDIO_DATASETS}, got {dataset!r}")
         if dataset == "audiofolder" and not root:

@@ -14,6 +14,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 import zoo
+from recipes.fault_tolerance import NONFINITE_POLICIES, checked_loss
 from recipes.optim import param_groups, warmup_cosine
 from zoo.data.augment import mixup
 
@@ -38,8 +39,10 @@ class Classifier(L.LightningModule):
                  warmup_epochs: float = 1.0, label_smoothing: float = 0.1,
                  layer_decay: Optional[float] = None, finetune_mode: str = "full",
                  trainable_blocks: int = 0, mixup: float = 0.0,
-                 encoder_from: Optional[str] = None) -> None:
+                 encoder_from: Optional[str] = None, nonfinite_loss: str = "raise") -> None:
         super().__init__()
+        if nonfinite_loss not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite_loss must be one of {NONFINITE_POLICIES}, got {nonfinite_loss!r}")
         if finetune_mode not in FINETUNE_MODES:
             raise ValueError(f"finetune_mode must be one of {FINETUNE_MODES}, got {finetune_mode!r}")
         self.save_hyperparameters()
@@ -81,7 +84,8 @@ class Classifier(L.LightningModule):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.model(inputs)
 
-    def _step(self, batch, metric: MulticlassAccuracy, stage: str) -> torch.Tensor:
+    def _step(self, batch, batch_idx: int, metric: MulticlassAccuracy, stage: str
+              ) -> Optional[torch.Tensor]:
         inputs, targets = batch
         if stage == "train" and self.hparams.mixup > 0:
             soft = F.one_hot(targets, self.hparams.num_classes).to(inputs.dtype)
@@ -91,23 +95,29 @@ class Classifier(L.LightningModule):
         else:
             logits = self(inputs)
             loss = self.criterion(logits, targets)
+        training = stage == "train"
+        if training and (loss := checked_loss(self, loss, batch_idx,
+                                              self.hparams.nonfinite_loss)) is None:
+            return None   # a skipped batch counts in no metric
         metric.update(logits, targets)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        # evaluation losses are averaged over processes under DDP; accuracies are torchmetrics
+        # states, summed over processes when computed
+        self.log(f"{stage}/loss", loss, on_step=training, on_epoch=True, prog_bar=True,
+                 sync_dist=not training)
         self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=True)
         if stage == "test" and self.test_top5 is not None:
             self.test_top5.update(logits, targets)
             self.log("test/top5", self.test_top5, on_step=False, on_epoch=True)
         return loss
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, self.train_acc, "train")
+    def training_step(self, batch, batch_idx: int) -> Optional[torch.Tensor]:
+        return self._step(batch, batch_idx, self.train_acc, "train")
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, self.val_acc, "val")
+        self._step(batch, batch_idx, self.val_acc, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, self.test_acc, "test")
+        self._step(batch, batch_idx, self.test_acc, "test")
 
     def configure_optimizers(self):
         hp = self.hparams

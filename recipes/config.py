@@ -113,6 +113,13 @@ class TrainerSection:
     deterministic: bool = False
     early_stopping_patience: Optional[int] = None  # stop after this many epochs without a
                                                    # better validation metric (null: never)
+    num_nodes: int = 1                      # machines (Lightning's own launch; see README)
+    strategy: str = "auto"                  # auto | ddp | ddp_spawn | fsdp
+    accumulate_grad_batches: int = 1        # global batch = batch_size x devices x nodes x this
+    checkpoint_every_n_steps: Optional[int] = None  # also write last.ckpt every N optimizer
+                                                    # steps (null: at each epoch's end only)
+    nonfinite_loss: str = "raise"           # NaN / Inf training loss: raise (naming the step) |
+                                            # skip (the batch, logged)
 
 
 @dataclass
@@ -143,6 +150,8 @@ CHOICES = {
     "optim.loss": ("mse", "mae", "huber"),
     "data.on_error": ("raise", "skip"),
     "finetune.mode": ("full", "freeze_backbone", "linear_probe"),
+    "trainer.strategy": ("auto", "ddp", "ddp_spawn", "fsdp"),
+    "trainer.nonfinite_loss": ("raise", "skip"),
 }
 
 

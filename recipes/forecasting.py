@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
 import zoo
+from recipes.fault_tolerance import NONFINITE_POLICIES, checked_loss
 from recipes.optim import param_groups, warmup_cosine
 
 LOSSES = ("mse", "mae", "huber")
@@ -47,8 +48,10 @@ class Forecaster(L.LightningModule):
                  lr: float = 1e-4, min_lr: float = 1e-6, weight_decay: float = 0.0,
                  betas: Sequence[float] = (0.9, 0.999), warmup_epochs: float = 0.0,
                  schedule: str = "cosine", hold_epochs: int = 3, gamma: float = 0.9,
-                 loss: str = "mse") -> None:
+                 loss: str = "mse", nonfinite_loss: str = "raise") -> None:
         super().__init__()
+        if nonfinite_loss not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite_loss must be one of {NONFINITE_POLICIES}, got {nonfinite_loss!r}")
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if schedule not in SCHEDULES:
@@ -71,13 +74,12 @@ class Forecaster(L.LightningModule):
             return F.huber_loss(forecast, target)
         return F.mse_loss(forecast, target)
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch, batch_idx: int) -> Optional[torch.Tensor]:
         history, target = batch
-        loss = self._loss(self(history), target)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step} "
-                                     f"(epoch {self.current_epoch}, batch {batch_idx})")
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        loss = checked_loss(self, self._loss(self(history), target), batch_idx,
+                            self.hparams.nonfinite_loss)
+        if loss is not None:
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
 
     def _evaluate(self, batch, stage: str) -> None:

@@ -21,7 +21,7 @@ class ImageDataModule(SplitDataModule):
     def __init__(self, *, dataset: str, img_size: int, preprocess: dict[str, Any],
                  root: Optional[str] = None, batch_size: int = 64, num_workers: int = 0,
                  val_fraction: float = 0.2, augment: bool = True, seed: int = 0) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if dataset not in ("digits", "imagefolder"):
             raise ValueError(f"dataset must be 'digits' or 'imagefolder', got {dataset!r}")
         if dataset == "imagefolder" and not root:

@@ -30,8 +30,9 @@ class SeriesDataModule(SplitDataModule):
                  target_columns: Optional[Sequence[str]] = None,
                  fractions: Sequence[float] = (0.7, 0.1, 0.2), val_start: Optional[str] = None,
                  test_start: Optional[str] = None, missing: str = "error",
-                 irregular: str = "error", batch_size: int = 128, num_workers: int = 0) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+                 irregular: str = "error", batch_size: int = 128, num_workers: int = 0,
+                 seed: int = 0) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if dataset not in SERIES_DATASETS:
             raise ValueError(f"series dataset must be one of {SERIES_DATASETS}, got {dataset!r}")
         if dataset == "csv" and not root:

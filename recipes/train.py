@@ -2,8 +2,11 @@
 
 A run directory holds ``config.yaml`` (the resolved config), ``checkpoints/`` (best and last),
 CSV and TensorBoard logs, and ``metrics.json`` (test metrics, run time, the command).
+``last.ckpt`` is rewritten atomically at every epoch's end (and every
+``trainer.checkpoint_every_n_steps`` steps); ``resume=True`` continues from it.
 
     python -m recipes.train configs/image/vit_nano_digits.yaml trainer.max_epochs=5
+    python -m recipes.train configs/image/vit_nano_digits.yaml --resume
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import lightning as L
 import torch
@@ -22,6 +25,7 @@ import zoo
 from recipes.audio import AudioDataModule
 from recipes.classification import Classifier
 from recipes.config import ConfigError, RecipeConfig, load_config, save_config
+from recipes.fault_tolerance import AtomicCheckpointIO, TrainingState
 from recipes.forecasting import Forecaster
 from recipes.image import ImageDataModule
 from recipes.series import SeriesDataModule
@@ -61,7 +65,7 @@ def build_datamodule(config: RecipeConfig) -> L.LightningDataModule:
                               target_columns=d.target_columns, fractions=d.fractions,
                               val_start=d.val_start, test_start=d.test_start, missing=d.missing,
                               irregular=d.irregular, batch_size=d.batch_size,
-                              num_workers=d.num_workers)
+                              num_workers=d.num_workers, seed=config.seed)
         dm.setup("fit")
         return dm
     if config.task == "audio_classification":
@@ -97,7 +101,8 @@ def build_module(config: RecipeConfig, dm: L.LightningDataModule) -> L.Lightning
             pretrained=config.model.pretrained, model_kwargs=kwargs,
             grad_checkpointing=config.model.grad_checkpointing, lr=o.lr, min_lr=o.min_lr,
             weight_decay=o.weight_decay, betas=list(o.betas), warmup_epochs=o.warmup_epochs,
-            schedule=o.schedule, hold_epochs=o.hold_epochs, gamma=o.gamma, loss=o.loss)
+            schedule=o.schedule, hold_epochs=o.hold_epochs, gamma=o.gamma, loss=o.loss,
+            nonfinite_loss=config.trainer.nonfinite_loss)
     return Classifier(
         model_name=config.model.name, num_classes=dm.num_classes, labels=dm.classes,
         pretrained=config.model.pretrained, model_kwargs=kwargs,
@@ -106,21 +111,37 @@ def build_module(config: RecipeConfig, dm: L.LightningDataModule) -> L.Lightning
         label_smoothing=o.label_smoothing, layer_decay=o.layer_decay,
         finetune_mode=config.finetune.mode, trainable_blocks=config.finetune.trainable_blocks,
         mixup=config.data.mixup, encoder_from=config.model.encoder_from,
+        nonfinite_loss=config.trainer.nonfinite_loss,
     )
 
 
+def _check_trainer_section(config: RecipeConfig) -> None:
+    t = config.trainer
+    for key in ("num_nodes", "accumulate_grad_batches", "checkpoint_every_n_steps"):
+        value = getattr(t, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"config key 'trainer.{key}' must be >= 1, got {value}")
+
+
 def build_trainer(config: RecipeConfig, run_dir: Path, *, for_eval: bool = False) -> L.Trainer:
+    """The Trainer for ``config``: checkpoints (best by the validation metric, and
+    ``last.ckpt``, written atomically), logs, early stopping, and the distributed settings."""
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    _check_trainer_section(config)
     t = config.trainer
-    callbacks = []
+    callbacks: list[L.Callback] = []
     loggers: Any = False
     monitor, mode = MONITOR.get(config.task, ("val/acc", "max"))
     if not for_eval:
-        callbacks = [ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
+        checkpoints = run_dir / "checkpoints"
+        callbacks = [ModelCheckpoint(dirpath=checkpoints, filename="best",
                                      monitor=monitor, mode=mode, save_last=True),
-                     LearningRateMonitor(logging_interval="epoch")]
+                     LearningRateMonitor(logging_interval="epoch"), TrainingState()]
+        if t.checkpoint_every_n_steps:
+            callbacks.append(ModelCheckpoint(dirpath=checkpoints, save_top_k=0, save_last=True,
+                                             every_n_train_steps=t.checkpoint_every_n_steps))
         if t.early_stopping_patience is not None:
             callbacks.append(EarlyStopping(monitor=monitor, mode=mode,
                                            patience=t.early_stopping_patience))
@@ -128,10 +149,14 @@ def build_trainer(config: RecipeConfig, run_dir: Path, *, for_eval: bool = False
                    TensorBoardLogger(run_dir, name="tensorboard", version="")]
     return L.Trainer(
         default_root_dir=run_dir, max_epochs=t.max_epochs, accelerator=t.accelerator,
-        devices=t.devices, precision=_precision(t.precision), logger=loggers, callbacks=callbacks,
+        devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=_precision(t.precision), logger=loggers, callbacks=callbacks,
+        accumulate_grad_batches=t.accumulate_grad_batches,
         log_every_n_steps=t.log_every_n_steps, limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches, enable_progress_bar=t.enable_progress_bar,
         deterministic=t.deterministic, enable_model_summary=not for_eval,
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,   # our loaders shard by rank themselves (recipes/data.py)
     )
 
 
@@ -139,18 +164,70 @@ def _scalars(metrics: dict) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in metrics.items()}
 
 
-def train(config: RecipeConfig, command: Optional[str] = None) -> dict[str, Any]:
-    """Fit, then test the best checkpoint; returns (and writes) the run's metrics."""
+# Keys that may differ between a run and its resumption; anything else must match.
+RESUMABLE_CHANGES = ("trainer.max_epochs", "trainer.enable_progress_bar",
+                     "trainer.log_every_n_steps", "trainer.early_stopping_patience",
+                     "trainer.checkpoint_every_n_steps", "data.num_workers")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "kwargs":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def resume_checkpoint(config: RecipeConfig, resume: Union[bool, str, Path]) -> Optional[Path]:
+    """The checkpoint to resume from: ``resume=True`` takes the run directory's ``last.ckpt``
+    (None if there is none yet: a fresh start); a path takes that file. The run's saved
+    config must agree with ``config`` except in :data:`RESUMABLE_CHANGES`."""
+    if not resume:
+        return None
+    run_dir = Path(config.output_dir)
+    path = run_dir / "checkpoints" / "last.ckpt" if resume is True else Path(resume)
+    if not path.is_file():
+        if resume is True:
+            logger.info("no checkpoint in %s to resume from: starting afresh", path.parent)
+            return None
+        raise FileNotFoundError(f"no checkpoint at {path} to resume from")
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        before = _flatten(load_config(saved).to_dict())
+        now = _flatten(config.to_dict())
+        changed = sorted(k for k in before.keys() | now.keys()
+                         if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+        if changed:
+            raise ConfigError(
+                f"cannot resume {run_dir}: the config differs from the run's in "
+                + ", ".join(f"'{k}' ({before.get(k)!r} -> {now.get(k)!r})" for k in changed)
+                + f"; only {', '.join(RESUMABLE_CHANGES)} may change")
+    return path
+
+
+def train(config: RecipeConfig, command: Optional[str] = None,
+          resume: Union[bool, str, Path] = False) -> dict[str, Any]:
+    """Fit, then test the best checkpoint; returns (and writes) the run's metrics.
+
+    ``resume``: True continues from the run directory's ``last.ckpt`` if there is one, a path
+    from that checkpoint (see :func:`resume_checkpoint`).
+    """
     L.seed_everything(config.seed, workers=True)
     run_dir = Path(config.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    ckpt_path = resume_checkpoint(config, resume)
     dm = build_datamodule(config)
     module = build_module(config, dm)
     trainer = build_trainer(config, run_dir)
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
-    train_time = time.perf_counter() - start
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+    if ckpt_path is not None:
+        logger.info("resuming from %s", ckpt_path)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    state = next(c for c in trainer.callbacks if isinstance(c, TrainingState))
+    train_time = state.elapsed()
     callback = trainer.checkpoint_callback
     if config.data.holdout:
         best = callback.best_model_path or None
@@ -162,38 +239,49 @@ def train(config: RecipeConfig, command: Optional[str] = None) -> dict[str, Any]
               "test_split": "test" if dm.test_set is not None else "val",
               "num_train": len(dm.train_set), "num_test": len(dm.test_set or dm.val_set),
               "command": command or " ".join(sys.argv), "device": str(trainer.strategy.root_device),
-              "torch_threads": torch.get_num_threads(),
+              "torch_threads": torch.get_num_threads(), "world_size": trainer.world_size,
+              "resumed_from": str(ckpt_path) if ckpt_path else None,
               "date": time.strftime("%Y-%m-%d")}
-    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    if trainer.is_global_zero:
+        (run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def evaluate(config: RecipeConfig, ckpt: str) -> dict[str, Any]:
-    """Test a recipe checkpoint on the config's test split (its validation split if none)."""
+def evaluate(config: RecipeConfig, ckpt: Optional[str] = None, *,
+             module: Optional[L.LightningModule] = None) -> dict[str, Any]:
+    """Test a model on the config's test split (its validation split if none): a recipe
+    checkpoint ``ckpt``, a ready ``module``, or else the config's model as it is built (e.g.
+    ``model.pretrained=true`` for registered weights)."""
     dm = build_datamodule(config)
+    if module is None and ckpt is not None:
+        module = (Forecaster if config.task == "forecasting" else Classifier).from_checkpoint(ckpt)
+    elif module is None:
+        module = build_module(config, dm)
+    what = ckpt or config.model.name
     if config.task == "forecasting":
-        module = Forecaster.from_checkpoint(ckpt)
         if module.hparams.num_channels != dm.num_channels:
-            raise ValueError(f"{ckpt} forecasts {module.hparams.num_channels} channels; "
+            raise ValueError(f"{what} forecasts {module.hparams.num_channels} channels; "
                              f"the config's data has {dm.num_channels}")
-    else:
-        module = Classifier.from_checkpoint(ckpt)
-    if config.task != "forecasting" and module.hparams.num_classes != dm.num_classes:
-        raise ValueError(f"{ckpt} has {module.hparams.num_classes} classes; "
+    elif module.hparams.num_classes != dm.num_classes:
+        raise ValueError(f"{what} has {module.hparams.num_classes} classes; "
                          f"the config's data has {dm.num_classes}")
     trainer = build_trainer(config, Path(config.output_dir), for_eval=True)
     tested = trainer.test(module, datamodule=dm, verbose=False)[0]
-    return {"metrics": _scalars(tested), "checkpoint": str(ckpt),
+    return {"metrics": _scalars(tested), "checkpoint": str(what),
             "test_split": "test" if dm.test_set is not None else "val",
             "num_test": len(dm.test_set or dm.val_set)}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    resume: Union[bool, str] = False
+    if "--resume" in argv:
+        argv.remove("--resume")
+        resume = True
     if not argv or argv[0].startswith("-"):
-        raise SystemExit("usage: python -m recipes.train CONFIG [key.sub=value ...]")
+        raise SystemExit("usage: python -m recipes.train CONFIG [key.sub=value ...] [--resume]")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    result = train(load_config(argv[0], argv[1:]))
+    result = train(load_config(argv[0], argv[1:]), resume=resume)
     print(json.dumps(result, indent=2))
 
 

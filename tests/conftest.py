@@ -1,7 +1,8 @@
-"""Shared fixtures: isolated weight caches and randomly filled timm ViTs."""
+"""Shared fixtures: isolated weight caches, randomly filled timm ViTs, generated audio."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional
@@ -64,3 +65,45 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def make_tone(freq: float, seconds: float, rate: int, seed: int) -> torch.Tensor:
+    """A mono tone (S,) near ``freq`` Hz (+0-5%, by seed) with a little noise."""
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * rate)) / rate
+    return 0.5 * torch.sin(2 * math.pi * freq * (1 + 0.05 * torch.rand(1, generator=gen)) * t) \
+        + 0.02 * torch.randn(t.shape, generator=gen)
+
+
+def write_tone_folder(root: Path, per_class: int = 8, rate: int = 16000) -> Path:
+    """Two classes any model separates: low (300 Hz) and high (2 kHz) tones, 16 kHz stereo
+    .wav and mono .flac mixed, so loading resamples and mixes down."""
+    import soundfile as sf
+
+    for label, freq in (("high", 2000.0), ("low", 300.0)):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            wave = make_tone(freq, 0.3 + 0.05 * i, rate, seed=i).numpy()
+            if i % 2:
+                sf.write(root / label / f"{i}.flac", wave, rate)
+            else:
+                sf.write(root / label / f"{i}.wav", torch.tensor(wave)[:, None].repeat(1, 2).numpy(), rate)
+    return root
+
+
+@pytest.fixture
+def write_tones():
+    """Factory: ``write_tones(root, per_class=8)`` -> a tone folder (see :func:`write_tone_folder`)."""
+    return write_tone_folder
+
+
+@pytest.fixture
+def tone():
+    """Factory: ``tone(freq, seconds, rate, seed)`` -> a mono waveform (S,)."""
+    return make_tone
+
+
+@pytest.fixture(scope="module")
+def tone_folder(tmp_path_factory) -> Path:
+    """Low / high tone clips, 8 per class (see :func:`write_tone_folder`)."""
+    return write_tone_folder(tmp_path_factory.mktemp("tones"))

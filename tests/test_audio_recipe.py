@@ -1,10 +1,9 @@
 """The audio recipe end to end: AudioFolder fine-tuning on generated audio, predict, bad files,
-the FSDD config, and the published FSDD weights against their card."""
+and the FSDD config (the published weights: tests/test_model_cards.py)."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
@@ -20,34 +19,7 @@ QUIET = ["trainer.enable_progress_bar=false"]
 FSDD_CONFIG = "configs/audio/ast_tiny_d6_fsdd.yaml"
 
 
-def _tone(freq: float, seconds: float, rate: int, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    t = torch.arange(int(seconds * rate)) / rate
-    return 0.5 * torch.sin(2 * math.pi * freq * (1 + 0.05 * torch.rand(1, generator=gen)) * t) \
-        + 0.02 * torch.randn(t.shape, generator=gen)
-
-
-def _write_tone_folder(root: Path, per_class: int = 8, rate: int = 16000) -> None:
-    """Two classes any model separates: low (300 Hz) and high (2 kHz) tones, 16 kHz stereo
-    .wav and mono .flac mixed, so loading resamples and mixes down."""
-    for label, freq in (("high", 2000.0), ("low", 300.0)):
-        (root / label).mkdir(parents=True)
-        for i in range(per_class):
-            wave = _tone(freq, 0.3 + 0.05 * i, rate, seed=i).numpy()
-            if i % 2:
-                sf.write(root / label / f"{i}.flac", wave, rate)
-            else:
-                sf.write(root / label / f"{i}.wav", torch.tensor(wave)[:, None].repeat(1, 2).numpy(), rate)
-
-
-@pytest.fixture(scope="module")
-def tone_folder(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tones")
-    _write_tone_folder(root)
-    return root
-
-
-def test_audio_folder_finetune_predict_end_to_end(tmp_path, tone_folder, capsys):
+def test_audio_folder_finetune_predict_end_to_end(tmp_path, tone_folder, tone, capsys):
     out = tmp_path / "ft"
     code = cli.main(["finetune", "ast_tiny_d6_8k", "--data", str(tone_folder), "--no-pretrained",
                      "--epochs", "6", "--lr", "2e-3", "--batch-size", "4", "--num-workers", "0",
@@ -62,7 +34,7 @@ def test_audio_folder_finetune_predict_end_to_end(tmp_path, tone_folder, capsys)
 
     capsys.readouterr()
     clip = tmp_path / "probe.wav"
-    sf.write(clip, _tone(300.0, 0.5, 22050, seed=99).numpy(), 22050)   # another rate: resampled
+    sf.write(clip, tone(300.0, 0.5, 22050, seed=99).numpy(), 22050)   # another rate: resampled
     assert cli.main(["predict", str(out / "checkpoints" / "best.ckpt"), str(clip), "--top-k", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == str(clip) and lines[1].split()[0] == "low"
@@ -88,9 +60,9 @@ def test_audio_finetune_from_an_image_encoder(tmp_path, tone_folder, timm_vit):
     assert (tuned - vit.blocks[0].mlp.fc1.weight).abs().max() < 0.05
 
 
-def test_corrupt_file_stops_with_its_name_or_is_skipped(tmp_path, caplog):
+def test_corrupt_file_stops_with_its_name_or_is_skipped(tmp_path, caplog, write_tones):
     data = tmp_path / "d"
-    _write_tone_folder(data, per_class=3)
+    write_tones(data, per_class=3)
     (data / "low" / "broken.wav").write_bytes(b"RIFF\x00\x00garbage" * 10)
     args = ["finetune", "ast_tiny_d6_8k", "--data", str(data), "--no-pretrained", "--epochs", "1",
             "--batch-size", "4", "--num-workers", "0", "--output", str(tmp_path / "o"),
@@ -160,23 +132,3 @@ def test_fsdd_holdout_switch():
     # without the holdout, the validation clips are among the training clips
     train = full.train_set.tensors[0]
     assert any(torch.equal(train[i], full.val_set.tensors[0][0]) for i in range(len(train)))
-
-
-@needs_fsdd
-def test_published_fsdd_weights_reproduce_their_card():
-    from recipes.audio import AudioDataModule
-
-    model = zoo.create_model("ast_tiny_d6_8k.fsdd", pretrained=True).eval()
-    cfg = model.pretrained_cfg
-    dm = AudioDataModule(dataset="fsdd", fbank=model.fbank_config)
-    dm.setup()
-    features, _, targets = dm.test_set.tensors
-    with torch.inference_mode():
-        predictions = model(features).argmax(dim=-1)
-    accuracy = (predictions == targets).float().mean().item()
-    assert len(targets) == 300 and accuracy >= 0.98
-    assert accuracy == pytest.approx(cfg.metrics["fsdd test top-1"] / 100, abs=1e-4)
-    card = Path("model_cards/ast_tiny_d6_8k.fsdd.md").read_text()
-    assert f"| fsdd test top-1 | {cfg.metrics['fsdd test top-1']:.2f} |" in card
-    assert "| fsdd test top-1 |" in Path("README.md").read_text() or \
-        f"{cfg.metrics['fsdd test top-1']:.2f}%" in Path("README.md").read_text()

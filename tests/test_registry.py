@@ -121,7 +121,9 @@ def test_pretrained_cfg_of_a_weighted_variant():
     assert cfg.preprocess["input_size"] == (3, 224, 224)
     assert cfg.preprocess["mean"] == (0.5, 0.5, 0.5) and cfg.preprocess["std"] == (0.5, 0.5, 0.5)
     assert cfg.preprocess["interpolation"] == "bicubic" and cfg.preprocess["crop_pct"] == 0.9
-    assert cfg.metrics  # a published figure
+    assert not cfg.metrics   # random weights claim no published figure ...
+    assert zoo.registry.get_entry("vit_tiny_patch16_224")[0].cfg().metrics   # the weights do
+    assert zoo.create_model("vit_nano_patch4_16", pretrained=True).pretrained_cfg.metrics
 
     tagged = zoo.create_model("vit_base_patch16_224.augreg_in21k_ft_in1k", **SMALL).pretrained_cfg
     assert tagged.hf_hub_id == "timm/vit_base_patch16_224.augreg_in21k_ft_in1k"

@@ -1,4 +1,4 @@
-"""The ``zoo`` command: list, info, train, eval, finetune, predict, forecast.
+"""The ``zoo`` command: list, info, train, eval, finetune, predict, forecast, export.
 
 Training commands import the Lightning recipes lazily, so ``zoo list`` / ``zoo info`` stay fast
 and the library itself never imports Lightning.
@@ -67,7 +67,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from recipes.train import train
 
     config = load_config(args.config, args.overrides)
-    _print_result(train(config, command=" ".join(["zoo", "train", args.config, *args.overrides])))
+    resume = args.resume_from or args.resume
+    _print_result(train(config, command=" ".join(["zoo", "train", args.config, *args.overrides]),
+                        resume=resume))
     return 0
 
 
@@ -127,6 +129,20 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from recipes.export import export
+
+    options = dict(fmt=args.format)
+    if args.source.endswith(".ckpt"):
+        options.update(evaluate=not args.no_eval, tag=args.tag, config=args.config,
+                       half=args.half)
+    elif args.no_eval or args.tag or args.config or args.half:
+        raise ValueError("--no-eval, --tag, --config and --half apply to recipe checkpoints "
+                         "(.ckpt) only")
+    _print_result(export(args.source, args.out_dir, **options))
+    return 0
+
+
 def _load_for_predict(spec: str, pretrained: Optional[str]) -> torch.nn.Module:
     path = Path(spec)
     if path.suffix == ".ckpt":
@@ -141,54 +157,27 @@ def _load_for_predict(spec: str, pretrained: Optional[str]) -> torch.nn.Module:
     return zoo.create_model(spec, pretrained=pretrained or True)
 
 
-def _print_top(name: str, logits: torch.Tensor, labels: Sequence[str], k: int) -> None:
-    top = logits.softmax(dim=-1).topk(min(k, logits.shape[-1]))
-    print(name)
-    for p, i in zip(top.values.tolist(), top.indices.tolist()):
-        print(f"  {labels[i]:<30} {100 * p:6.2f}%")
-
-
-def _predict_audio(model: torch.nn.Module, inputs: Sequence[str], k: int) -> None:
-    from zoo.data.audio import load_audio
-    from zoo.data.images import resolve_labels
-
-    labels = resolve_labels(model.pretrained_cfg.labels, model.num_classes)
-    rate = model.fbank_config.sample_rate
-    for name in inputs:
-        wave, _ = load_audio(name, sample_rate=rate)       # mono, resampled to the model's rate
-        frame = model.fbank_config.frame_length
-        if wave.numel() < frame:
-            raise ValueError(f"{name}: {wave.numel()} samples at {rate} Hz is shorter than one "
-                             f"{model.fbank_config.frame_length_ms:g} ms frame")
-        with torch.inference_mode():
-            logits = model(wave[None])[0]
-        _print_top(name, logits, labels, k)
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from PIL import Image, UnidentifiedImageError
-
-    from zoo.data.images import eval_transform, preprocess_settings, resolve_labels
+    from zoo.predict import collect_inputs, predict_files, write_predictions
 
     model = _load_for_predict(args.model, args.pretrained).eval()
     if getattr(model, "modality", "") == "series":
         raise ValueError(f"{args.model} is a forecaster: use `zoo forecast {args.model} DATA.csv`")
-    if getattr(model, "modality", "") == "audio":
-        _predict_audio(model, args.inputs, args.top_k)
+    paths = collect_inputs(args.inputs, model)
+    rows = predict_files(model, paths, batch_size=args.batch_size, top_k=args.top_k,
+                         on_error=args.on_error, progress=args.output is not None)
+    if args.output:
+        write_predictions(rows, args.output)
+        skipped = sum(1 for r in rows if r.get("error"))
+        print(f"{len(rows) - skipped} predictions -> {args.output}"
+              + (f" ({skipped} unreadable files skipped, see its error column)" if skipped else ""))
         return 0
-    cfg = model.pretrained_cfg
-    settings = preprocess_settings(cfg.preprocess)
-    transform = eval_transform(cfg.preprocess["input_size"][-1], **settings)
-    labels = resolve_labels(cfg.labels, model.num_classes)
-    for name in args.inputs:
-        try:
-            with Image.open(name) as image:
-                batch = transform(image.convert("RGB")).unsqueeze(0)
-        except (FileNotFoundError, UnidentifiedImageError) as err:
-            raise ValueError(f"cannot read image {name}: {err}") from err
-        with torch.inference_mode():
-            logits = model(batch)[0]
-        _print_top(name, logits, labels, args.top_k)
+    for row in rows:
+        print(row["path"])
+        if row.get("error"):
+            print(f"  error: {row['error']}")
+        for label, p in row.get("top_k") or []:
+            print(f"  {label:<30} {100 * p:6.2f}%")
     return 0
 
 
@@ -237,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train from a YAML config")
     p.add_argument("config")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's "
+                   "last.ckpt (weights, optimizer, schedule, data position, RNG), if it has one")
+    p.add_argument("--resume-from", default=None, metavar="CKPT",
+                   help="continue from this checkpoint instead")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a recipe checkpoint on a config's test split")
@@ -279,9 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="top-k labels for images or audio clips")
     p.add_argument("model", help="registered name, a zoo package directory or a recipe .ckpt")
     p.add_argument("inputs", nargs="+", help="image files, or audio files (.wav, .flac, .ogg) "
-                   "for an audio model")
+                   "for an audio model; folders (searched recursively); CSV files with a "
+                   "'path' column")
     p.add_argument("--pretrained", help="weights for a registered name (default: its own)")
     p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--output", default=None, help="write a results CSV (path, label, "
+                   "probability, top_k, error) instead of printing; shows a progress bar")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
+                   help="an unreadable file: stop naming it, or skip it (noted in the CSV)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("forecast", help="forecast a CSV's columns; writes a CSV and a PNG plot")
@@ -300,6 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: all forecast columns)")
     p.add_argument("--pretrained", help="weights for a registered name (default: its own)")
     p.set_defaults(func=cmd_forecast)
+
+    p = sub.add_parser("export", help="package a model: weights, config.json and a model card "
+                       "generated from its run (metrics measured afresh); --format onnx adds "
+                       "model.onnx")
+    p.add_argument("source", help="a recipe checkpoint (.ckpt; its run directory's config.yaml "
+                   "and metrics.json describe it), a registered name or a package directory")
+    p.add_argument("out_dir", help="the package directory to write")
+    p.add_argument("--format", default="package", choices=("package", "onnx"))
+    p.add_argument("--no-eval", action="store_true", help="do not evaluate; the card takes the "
+                   "run's own test figures for this checkpoint, if it has them")
+    p.add_argument("--tag", default=None, help="weights tag (name arch.TAG); default: the dataset")
+    p.add_argument("--config", default=None, help="the run's config (default: RUN_DIR/config.yaml)")
+    p.add_argument("--half", action="store_true", help="store float16 weights (measured as such)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -259,6 +259,8 @@ def create_model(name: str, pretrained: Union[bool, str, Path] = False, *,
 
     if model.num_classes != cfg.num_classes:
         cfg = replace(cfg, num_classes=model.num_classes, labels=None, metrics={})
+    if state_dict is None:   # figures belong to weights: random ones claim none
+        cfg = replace(cfg, metrics={})
     model.pretrained_cfg = replace(cfg, preprocess={**cfg.preprocess, **model.input_spec()})
     return model
 
@@ -267,7 +269,9 @@ def _create_forecaster(name: str, entry: ModelEntry, cfg: PretrainedCfg, args: d
                        state_dict: Optional[dict[str, Any]], source: Any) -> nn.Module:
     """Build a forecaster; a checkpoint for another horizon keeps all but the head."""
     model = entry.builder(**args)
-    if state_dict is not None:
+    if state_dict is None:   # figures belong to weights: random ones claim none
+        cfg = replace(cfg, metrics={})
+    else:
         head = model.head.state_dict()
         if any(tuple(state_dict.get(f"head.{k}", v).shape) != tuple(v.shape) for k, v in head.items()):
             logger.info("%s: new horizon-%d head replaces the checkpoint's", name, model.horizon)

@@ -181,8 +181,16 @@ class SeriesFrontEnd(nn.Module):
         return ~missing
 
     def normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, Stats]:
-        """(B, L, C) -> scaled (B, L, C) with missing points at 0, and the scaling stats."""
-        observed = self.check_input(x)
+        """(B, L, C) -> scaled (B, L, C) with missing points at 0, and the scaling stats.
+
+        In an exported graph (``torch.export``, ONNX) nothing can branch on the data: the NaN
+        policy decides alone (``mask`` always masks, which changes nothing where no value is
+        missing; ``raise`` cannot raise there, so NaN input gives NaN output).
+        """
+        if torch.compiler.is_exporting():
+            observed = ~torch.isnan(x) if self.nan_policy == "mask" else None
+        else:
+            observed = self.check_input(x)
         if observed is not None:
             x = torch.where(observed, x, 0.0)
         z, stats = self.scaler(x, observed)

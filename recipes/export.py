@@ -1,0 +1,259 @@
+"""Model packages from training runs: ``zoo export CKPT OUT_DIR``.
+
+A package is ``model.safetensors`` + ``config.json`` (architecture, arguments, preprocessing,
+labels, metrics: everything :func:`zoo.load` needs) + ``README.md``, a model card generated
+from the run: task, data, split, the data's license, metrics measured on the config's test
+split by the same evaluation as ``zoo eval``, the command, the date and the training time.
+``--format onnx`` adds ``model.onnx`` (see :mod:`zoo.onnx_export`), checked against PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from torch import nn
+
+import zoo
+from recipes.classification import Classifier, read_recipe_checkpoint
+from recipes.config import RecipeConfig, load_config
+from recipes.forecasting import Forecaster
+
+logger = logging.getLogger("zoo.recipes")
+
+FORMATS = ("package", "onnx")
+
+DATASETS = {
+    "digits": dict(
+        title="scikit-learn handwritten digits (UCI Optical Recognition of Handwritten Digits)",
+        split="fixed stratified split of the 1,797 8x8 images (seed 0): 1,257 train / 180 val / "
+              "360 test; `zoo.data.images.digits_split_indices()`",
+        license="CC BY 4.0 (UCI Machine Learning Repository)",
+        task="image classification", unit="images",
+    ),
+    "fsdd": dict(
+        title="Free Spoken Digit Dataset (FSDD), github.com/Jakobovski/free-spoken-digit-dataset "
+              "at commit 26eb9aa: 3,000 8 kHz recordings of 6 speakers",
+        split="standard split: takes 0-4 of each speaker and digit are the test set (300 clips), "
+              "takes 5-49 the training set (2,700); `data.holdout: true` holds takes 5-9 out to "
+              "validate (see the config below)",
+        license="CC BY-SA 4.0",
+        task="audio classification (spoken digits)", unit="clips",
+    ),
+    "etth1": dict(
+        title="ETTh1 (Electricity Transformer Temperature, hourly, station 1), "
+              "github.com/zhouhaoyi/ETDataset at commit 1d16c8f: 7 channels",
+        split="Informer / PatchTST protocol: train rows [0, 8640), validation [8640, 11520), "
+              "test [11520, 14400), each window's look-back reaching back before its split; "
+              "StandardScaler fitted on the training rows; MSE / MAE on standardised values "
+              "over all 7 channels and every test window (no dropped last batch)",
+        license="CC BY-ND 4.0",
+        task="multivariate long-term forecasting", unit="windows",
+    ),
+}
+
+KIND = {"image": "A Vision Transformer", "audio": "An Audio Spectrogram Transformer",
+        "series": "A PatchTST forecaster"}
+
+
+def dataset_facts(config: RecipeConfig) -> dict[str, str]:
+    """What the card says about the data: title, split, license, task, unit."""
+    d = config.data
+    if d.dataset in DATASETS:
+        return DATASETS[d.dataset]
+    if d.dataset == "csv":
+        split = (f"chronological: validation from {d.val_start}, test from {d.test_start}"
+                 if d.val_start else "chronological: {:.0%} / {:.0%} / {:.0%} of the rows".format(
+                     *d.fractions))
+        return dict(title=f"your series `{d.root}`", split=split + "; scaler fitted on the "
+                    "training rows; MSE / MAE on standardised values over every test window",
+                    license="not stated (your own data)", task="forecasting", unit="windows")
+    kind = "images" if d.dataset == "imagefolder" else "clips"
+    return dict(title=f"your {kind} in `{d.root}`, one folder per class",
+                split=f"its train/ and val/ folders, or {d.val_fraction:.0%} of each class held "
+                      f"out for validation (seed {config.seed})",
+                license="not stated (your own data)",
+                task="image classification" if kind == "images" else "audio classification",
+                unit=kind)
+
+
+def card_metrics(tested: dict[str, float], dataset: str, modality: str) -> dict[str, float]:
+    """Test metrics as the cards and the registry name them (accuracies in %)."""
+    if modality == "series":
+        return {f"{dataset} test mse": tested["test/mse"], f"{dataset} test mae": tested["test/mae"]}
+    metrics = {f"{dataset} test top-1": 100 * tested["test/acc"]}
+    if "test/top5" in tested:
+        metrics[f"{dataset} test top-5"] = 100 * tested["test/top5"]
+    return metrics
+
+
+def render_card(*, name: str, model: nn.Module, metrics: dict[str, float], run: dict[str, Any],
+                config: RecipeConfig, config_text: str, num_test: Optional[int]) -> str:
+    """The model card: what was trained on what, how it scored, how to reproduce it."""
+    data = dataset_facts(config)
+    arch, modality = model.pretrained_cfg.architecture, model.modality
+    if run.get("train_time_s") is not None:
+        threads = run.get("torch_threads", 1)
+        trained = (f"{run['train_time_s']:.0f} s on {run.get('device', '?')} ({threads} "
+                   f"thread{'s' if threads != 1 else ''}"
+                   + (f", {run['world_size']} processes" if run.get("world_size", 1) > 1 else "")
+                   + f"), {run.get('epochs', '?')} epochs")
+    else:
+        trained = "not recorded (the run did not finish)"
+    origin = "fine-tuned from `{}`".format(config.model.name) if config.model.pretrained \
+        else "trained from scratch"
+    rows = [("architecture", f"`{arch}`"),
+            ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
+            ("task", data["task"]), ("data", data["title"]), ("split", data["split"]),
+            ("data license", data["license"]), ("weights license", "Apache-2.0"),
+            ("training time", trained), ("date", run.get("date", "not recorded"))]
+    rows += [(f"input {k}", str(v)) for k, v in model.pretrained_cfg.preprocess.items()]
+    lines = [f"# {name}", "", f"{KIND[modality]} {origin} with zoo's {modality} recipe.", "",
+             "| field | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in rows]
+    lines += ["", "## Metrics", ""]
+    if metrics:
+        where = f" ({num_test} {data['unit']})" if num_test else ""
+        digits = 4 if modality == "series" else 2
+        lines += [f"Measured by `zoo eval` on the test split{where}.", "",
+                  "| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v:.{digits}f} |" for k, v in metrics.items()]
+    else:
+        lines += ["Not measured (exported with `--no-eval`)."]
+    command = run.get("command") or "not recorded"
+    lines += ["", "## Reproduce", "", "```bash", command, "```", "",
+              "The resolved config:", "", "```yaml", config_text.rstrip(), "```", "",
+              "## Use", "", "```python", "import zoo",
+              f"model = zoo.load('path/to/this/directory').eval()   # or "
+              f"zoo.create_model({arch!r}, pretrained='path/to/this/directory')", "```", ""]
+    return "\n".join(lines)
+
+
+def run_dir_of(ckpt: Path) -> Path:
+    """A run directory holds checkpoints/CKPT, config.yaml and metrics.json."""
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
+def module_from_checkpoint(ckpt: Union[str, Path]) -> Union[Classifier, Forecaster]:
+    hparams = read_recipe_checkpoint(ckpt)["hyper_parameters"]
+    return (Forecaster if "num_channels" in hparams else Classifier).from_checkpoint(ckpt)
+
+
+def export_checkpoint(ckpt: Union[str, Path], out_dir: Union[str, Path], *,
+                      fmt: str = "package", evaluate: bool = True, tag: Optional[str] = None,
+                      config: Optional[Union[str, Path]] = None,
+                      half: bool = False) -> dict[str, Any]:
+    """Write the model of recipe checkpoint ``ckpt`` as a package in ``out_dir``.
+
+    ``config`` defaults to the run directory's ``config.yaml``. With ``evaluate`` the card's
+    metrics are measured now on the config's test split (as ``zoo eval`` does); without it they
+    come from the run's ``metrics.json`` if that tested this very checkpoint, else none are
+    claimed. ``tag`` names the weights (``arch.tag``; default: the dataset, plus the horizon
+    for forecasters). ``half`` stores float16 weights (they load into float32 models); the
+    metrics are then measured on those rounded weights. Returns the paths written and the
+    metrics.
+    """
+    from recipes.train import evaluate as evaluate_ckpt
+
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    ckpt = Path(ckpt)
+    run_dir = run_dir_of(ckpt)
+    config_path = Path(config) if config else run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"no config at {config_path}: export needs the run's config "
+                                "(pass --config CONFIG for a checkpoint outside its run directory)")
+    recipe = load_config(config_path)
+    module = module_from_checkpoint(ckpt)
+    model = module.model
+    if half:   # what is measured is what ships
+        with torch.no_grad():
+            for tensor in model.state_dict().values():
+                if tensor.is_floating_point():
+                    tensor.copy_(tensor.half())
+    run = json.loads((run_dir / "metrics.json").read_text()) \
+        if (run_dir / "metrics.json").is_file() else {}
+    if evaluate:
+        result = evaluate_ckpt(recipe, module=module)
+        tested, num_test = result["metrics"], result["num_test"]
+    elif half:
+        raise ValueError("half=True changes the weights: their metrics must be measured (evaluate)")
+    elif Path(run.get("best_checkpoint") or "").resolve() == ckpt.resolve():
+        tested, num_test = run["metrics"], run.get("num_test")
+    else:
+        tested, num_test = {}, None
+    dataset = recipe.data.dataset
+    metrics = card_metrics(tested, dataset, model.modality) if tested else {}
+    if tag is None:
+        tag = f"{dataset}_h{model.horizon}" if model.modality == "series" else dataset
+    labels = tuple(module.hparams.columns) if model.modality == "series" \
+        else model.pretrained_cfg.labels
+    data = dataset_facts(recipe)
+    model.pretrained_cfg = replace(
+        model.pretrained_cfg, tag=tag, metrics=metrics, labels=labels, license="apache-2.0",
+        file=None, hf_hub_id=None, url=None, sha256=None,
+        description=f"{data['task']}: {data['title']}")
+    name = model.pretrained_cfg.name
+    card = render_card(name=name, model=model, metrics=metrics, run=run, config=recipe,
+                       config_text=config_path.read_text(), num_test=num_test)
+    out_dir = zoo.save(model, out_dir, card=card)
+    if half:
+        half_precision_copy(out_dir / "model.safetensors", out_dir / "model.safetensors")
+    written = {"name": name, "package": str(out_dir), "metrics": metrics}
+    if fmt == "onnx":
+        written.update(export_onnx_file(model, out_dir / "model.onnx"))
+    return written
+
+
+def export_onnx_file(model: nn.Module, path: Path) -> dict[str, Any]:
+    """``model.onnx`` beside the package, checked against PyTorch at another batch size when
+    onnxruntime is installed."""
+    from zoo.onnx_export import check_onnx, example_input, export_onnx
+
+    export_onnx(model, path)
+    result: dict[str, Any] = {"onnx": str(path)}
+    try:
+        result["onnx_max_abs_diff"] = check_onnx(model, path, example_input(model, 3, seed=1))
+    except ImportError:
+        logger.warning("onnxruntime is not installed: %s was not checked against PyTorch", path)
+    return result
+
+
+def export_model(spec: str, out_dir: Union[str, Path], *, fmt: str = "package") -> dict[str, Any]:
+    """Re-package a registered model (``arch.tag``) or a package directory as it is."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    path = Path(spec)
+    model = zoo.load(path) if path.is_dir() else zoo.create_model(spec, pretrained=True)
+    out_dir = zoo.save(model.eval(), out_dir)
+    written = {"name": model.pretrained_cfg.name, "package": str(out_dir),
+               "metrics": dict(model.pretrained_cfg.metrics)}
+    if fmt == "onnx":
+        written.update(export_onnx_file(model, out_dir / "model.onnx"))
+    return written
+
+
+def export(source: str, out_dir: Union[str, Path], **options: Any) -> dict[str, Any]:
+    """``zoo export``: a recipe checkpoint (``.ckpt``, see :func:`export_checkpoint`) or a
+    registered name / package directory (``fmt`` only, see :func:`export_model`)."""
+    if source.endswith(".ckpt"):
+        return export_checkpoint(source, out_dir, **options)
+    return export_model(source, out_dir, **options)
+
+
+def half_precision_copy(src: Path, dst: Path) -> None:
+    """``src`` safetensors with floating tensors stored as float16 (they load into float32)."""
+    import os
+    import tempfile
+
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(src))
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, suffix=".safetensors")
+    os.close(fd)
+    save_file({k: v.to(torch.float16) if v.is_floating_point() else v
+               for k, v in tensors.items()}, tmp, metadata={"format": "pt"})
+    os.replace(tmp, dst)

@@ -1,0 +1,60 @@
+"""Every published weight's model card against a fresh evaluation of the bundled weights, run
+as `zoo eval` runs it, on the data and split the card names (its own resolved config)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+import zoo
+from recipes.config import load_config
+from recipes.export import card_metrics
+from recipes.train import evaluate
+
+CARDS = sorted(Path("model_cards").glob("*.md"))
+NEEDS_DATA = {"fsdd": "fsdd/recordings", "etth1": "ett/ETTh1.csv"}
+
+
+def _card(path: Path) -> tuple[str, dict[str, str], dict]:
+    text = path.read_text()
+    name = text.splitlines()[0].removeprefix("# ").strip()
+    section = text[text.index("## Metrics"):text.index("## Reproduce")]
+    metrics = dict(re.findall(r"^\| ([^|]+?) \| ([0-9.]+) \|$", section, flags=re.M))
+    config = yaml.safe_load(text.split("```yaml", 1)[1].split("```", 1)[0])
+    return name, metrics, config
+
+
+def test_every_published_weight_has_a_card():
+    published = set(zoo.list_models(pretrained=True))
+    bundled = {n for n in published if zoo.registry.get_entry(n)[0].cfg(n.partition(".")[2]).file}
+    assert bundled == {p.stem for p in CARDS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("card", CARDS, ids=[p.stem for p in CARDS])
+def test_card_metrics_match_a_fresh_evaluation(card, tmp_path, one_thread):
+    name, printed, config = _card(card)
+    dataset = config["data"]["dataset"]
+    if dataset in NEEDS_DATA:
+        root = Path(os.environ.get("ZOO_DATA", "")) / NEEDS_DATA[dataset]
+        if not os.environ.get("ZOO_DATA") or not root.exists():
+            pytest.skip(f"{dataset} not found: set ZOO_DATA to the folder holding {NEEDS_DATA[dataset]}")
+    config["model"].update(name=name, pretrained=True)
+    config["output_dir"] = str(tmp_path)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = evaluate(load_config(tmp_path / "config.yaml"))
+    model = zoo.create_model(name, pretrained=True)
+    measured = card_metrics(result["metrics"], dataset, model.modality)
+    assert set(measured) == set(printed), (measured, printed)
+    for key, text in printed.items():   # equal at the card's printed precision
+        decimals = len(text.partition(".")[2])
+        assert round(measured[key], decimals) == pytest.approx(float(text), abs=10 ** -decimals / 2 + 1e-9), key
+    registered = model.pretrained_cfg.metrics
+    for key, value in registered.items():
+        assert value == pytest.approx(measured[key], abs=1e-4), key
+    headline = next(iter(printed.values()))
+    assert headline in Path("README.md").read_text(), f"README does not show {name}'s {headline}"
