@@ -254,11 +254,10 @@ case = bench.CASES[sys.argv[1]]()
 c = case.contenders[sys.argv[2]]
 c.model.train()
 step = bench._train(c, case.loss, case.target)
-step()                                                    # optimizer state exists from here on
 def rss_mib():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-before = rss_mib()
+before = rss_mib()           # the first step's growth: activations, gradients, AdamW state
 step()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"step_mib": round(peak - before, 1), "peak_rss_mib": round(peak, 1)}))

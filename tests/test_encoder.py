@@ -292,3 +292,56 @@ def test_residual_attention_adds_each_blocks_scores_to_the_next():
     enc.set_grad_checkpointing(False)
     torch.manual_seed(1)
     torch.testing.assert_close(a, enc(x))
+
+
+# --- windowed (block-local) attention -----------------------------------------------------------
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_windowed_attention_with_a_full_window_equals_full_attention(residual):
+    torch.manual_seed(0)
+    config = dict(embed_dim=32, depth=2, num_heads=4, residual_attention=residual)
+    full = Encoder(EncoderConfig(**config)).eval()
+    x = torch.randn(2, 37, 32)
+    for window in (37, 64):
+        local = Encoder(EncoderConfig(**config, attn_window=window)).eval()
+        local.load_state_dict(full.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(local(x), full(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_windowed_attention_matches_its_mask_written_out(residual):
+    """Blocks of 8 tokens, each seeing its own block and the one before: chunked SDPA equals
+    the explicit path with the (N, N) mask, outputs, maps and gradients."""
+    from zoo.encoder import local_attention_mask
+
+    mask = local_attention_mask(20, 8)
+    assert mask[19].nonzero().flatten().tolist() == list(range(8, 20))   # blocks 1 and 2
+    assert mask[3].nonzero().flatten().tolist() == list(range(8))        # block 0 only
+    torch.manual_seed(0)
+    enc = Encoder(EncoderConfig(embed_dim=32, depth=2, num_heads=4, attn_window=8,
+                                residual_attention=residual))
+    x = torch.randn(2, 20, 32, requires_grad=True)
+    outs, grads = [], []
+    for fused in (True, False):
+        enc.set_fused_attention(fused)
+        out = enc(x)
+        (g,) = torch.autograd.grad(out.square().sum(), x)
+        outs.append(out)
+        grads.append(g)
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-5)
+    _, maps = enc.eval().forward_with_attention(x)
+    assert all(torch.all(m[..., ~mask] == 0) for m in maps)          # nothing outside the window
+    full = Encoder(EncoderConfig(embed_dim=32, depth=2, num_heads=4,
+                                 residual_attention=residual)).eval()
+    full.load_state_dict(enc.state_dict())
+    assert not torch.allclose(full(x), enc(x), atol=1e-3)            # it is not full attention
+
+
+def test_windowed_attention_settings_are_checked():
+    with pytest.raises(ValueError, match="attn_window must be >= 1 token, got 0"):
+        EncoderConfig(embed_dim=32, num_heads=4, attn_window=0)
+    enc = Encoder(EncoderConfig(embed_dim=32, depth=1, num_heads=4, attn_window=4))
+    with pytest.raises(ValueError, match="attn_mask cannot be combined with windowed attention"):
+        enc(torch.randn(1, 8, 32), torch.ones(1, 1, 8, 8, dtype=torch.bool))

@@ -44,7 +44,9 @@ class EncoderConfig:
     ``layernorm`` or ``batchnorm`` (statistics over batch and tokens, as PatchTST);
     ``pre_norm=False`` puts the norm after each residual sum (the original Transformer).
     ``residual_attention`` adds each block's attention scores to the next block's (RealFormer,
-    as the reference PatchTST).
+    as the reference PatchTST). ``attn_window`` makes attention block-local (each token sees
+    its block of that many tokens and the block before): linear, not quadratic, in the number
+    of tokens, for long sequences; None is full attention.
     """
 
     embed_dim: int = 768
@@ -61,6 +63,7 @@ class EncoderConfig:
     norm: str = "layernorm"
     pre_norm: bool = True
     residual_attention: bool = False
+    attn_window: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -71,6 +74,8 @@ class EncoderConfig:
             )
         if self.depth < 1:
             raise ValueError(f"depth must be >= 1, got {self.depth}")
+        if self.attn_window is not None and self.attn_window < 1:
+            raise ValueError(f"attn_window must be >= 1 token, got {self.attn_window}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,6 +101,44 @@ class Dropout(nn.Dropout):
 QK = tuple[torch.Tensor, torch.Tensor]   # queries and keys (B, H, N, m * hd) of m blocks
 
 
+def local_attention_mask(num_tokens: int, window: int, device: Optional[torch.device] = None
+                         ) -> torch.Tensor:
+    """(N, N) bool, True = attend: token i sees the tokens of its own block of ``window``
+    tokens and of the block before (the pattern :func:`local_attention` computes)."""
+    block = torch.arange(num_tokens, device=device) // window
+    return (block[None, :] == block[:, None]) | (block[None, :] == block[:, None] - 1)
+
+
+def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, window: int,
+                    dropout_p: float = 0.0, scale: Optional[float] = None) -> torch.Tensor:
+    """Block-local attention: q, k (B, H, N, dk), v (B, H, N, dv) -> (B, H, N, dv).
+
+    The sequence is cut into blocks of ``window`` tokens (the last one padded); each block's
+    queries attend to the keys of their own block and of the block before, so every token sees
+    between ``window`` and ``2 * window`` tokens and information travels ``window`` tokens per
+    layer. Time and memory grow as N * window, not N^2. With ``window >= N`` it is full
+    attention.
+    """
+    B, H, N, _ = q.shape
+    blocks = -(-N // window)
+    pad = blocks * window - N
+    if pad:
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+    q, k, v = (t.reshape(B, H, blocks, window, t.shape[-1]) for t in (q, k, v))  # (B,H,nb,W,d)
+    positions = torch.arange(blocks * window, device=q.device).view(blocks, window)
+    if blocks > 1:   # prepend the previous block's keys (zeros before the first, masked out)
+        k = torch.cat([F.pad(k, (0, 0, 0, 0, 1, 0))[:, :, :-1], k], dim=3)       # (B,H,nb,2W,d)
+        v = torch.cat([F.pad(v, (0, 0, 0, 0, 1, 0))[:, :, :-1], v], dim=3)
+        positions = torch.cat([positions - window, positions], dim=1)          # (nb, 2W)
+    visible = (positions >= 0) & (positions < N)                                # (nb, keys)
+    # 4-D (batch x heads, blocks, W, d): the layout SDPA's fused kernels take
+    q, k, v = (t.flatten(0, 1) for t in (q, k, v))
+    mask = None if bool(visible.all()) else visible[:, None, :]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                         scale=scale)
+    return out.reshape(B, H, blocks * window, -1)[:, :, :N]
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with one fused QKV projection.
 
@@ -109,11 +152,17 @@ class Attention(nn.Module):
     concatenated along the head dimension: ``prev_qk`` carries them, so residual attention runs
     in SDPA too (no (N, N) scores kept for backward). The cost of the q.k product grows with the
     number of blocks that feed it, fine for PatchTST's 3 layers.
+
+    ``window`` switches to block-local attention (:func:`local_attention`) for long sequences.
     """
 
     def __init__(self, dim: int, *, num_heads: int, qkv_bias: bool = True,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+                 attn_drop: float = 0.0, proj_drop: float = 0.0,
+                 window: Optional[int] = None) -> None:
         super().__init__()
+        if window is not None and window < 1:
+            raise ValueError(f"attention window must be >= 1 token, got {window}")
+        self.window = window
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
@@ -141,11 +190,25 @@ class Attention(nn.Module):
             q, k = torch.cat([prev_qk[0], q], dim=-1), torch.cat([prev_qk[1], k], dim=-1)
         dropout_p = self.attn_drop if self.training else 0.0
         weights = None
-        # SDPA's CPU kernels need one head size for q, k and v; its fallback is slower than ours
-        if self.fused and not return_attention and q.shape[-1] == v.shape[-1]:
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
-                                               scale=self.scale)
+        if self.window is not None and attn_mask is not None:
+            raise ValueError("attn_mask cannot be combined with windowed attention")
+        if self.fused and not return_attention:
+            # SDPA's fused kernels need one head size for q, k and v: under residual attention
+            # v is padded with zeros (the extra output columns are zero, and dropped); that
+            # beats SDPA's unfused fallback in time and memory (no (N, N) scores are kept)
+            head_dim = v.shape[-1]
+            if q.shape[-1] != head_dim:
+                v = F.pad(v, (0, q.shape[-1] - head_dim))
+            if self.window is not None:
+                x = local_attention(q, k, v, window=self.window, dropout_p=dropout_p,
+                                    scale=self.scale)
+            else:
+                x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                                   dropout_p=dropout_p, scale=self.scale)
+            x = x[..., :head_dim]
         else:
+            if self.window is not None:   # the same pattern, as an (N, N) mask
+                attn_mask = local_attention_mask(N, self.window, x.device)
             scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, H, N, N)
             if attn_mask is not None:
                 if attn_mask.dtype == torch.bool:
@@ -208,12 +271,13 @@ class Block(nn.Module):
     def __init__(self, dim: int, *, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  proj_drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
                  layer_scale_init: Optional[float] = None, norm_eps: float = 1e-6,
-                 norm: str = "layernorm", pre_norm: bool = True) -> None:
+                 norm: str = "layernorm", pre_norm: bool = True,
+                 attn_window: Optional[int] = None) -> None:
         super().__init__()
         self.pre_norm = pre_norm
         self.norm1 = make_norm(norm, dim, norm_eps)
         self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias,
-                              attn_drop=attn_drop, proj_drop=proj_drop)
+                              attn_drop=attn_drop, proj_drop=proj_drop, window=attn_window)
         self.ls1 = LayerScale(dim, layer_scale_init) if layer_scale_init else nn.Identity()
         self.drop_path1 = DropPath(drop_path)
         self.norm2 = make_norm(norm, dim, norm_eps)
@@ -255,7 +319,7 @@ class Encoder(nn.Module):
                   qkv_bias=config.qkv_bias, proj_drop=config.proj_drop,
                   attn_drop=config.attn_drop, drop_path=rate,
                   layer_scale_init=config.layer_scale_init, norm_eps=config.norm_eps,
-                  norm=config.norm, pre_norm=config.pre_norm)
+                  norm=config.norm, pre_norm=config.pre_norm, attn_window=config.attn_window)
             for rate in rates
         )
         self.norm = (make_norm(config.norm, config.embed_dim, config.norm_eps)

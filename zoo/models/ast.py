@@ -42,7 +42,8 @@ class AudioSpectrogramTransformer(TokenModel):
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, num_prefix_tokens: int = 2,
                  global_pool: str = "prefix_avg", norm_eps: float = 1e-12, drop_rate: float = 0.0,
                  pos_drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> None:
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 attn_window: Optional[int] = None) -> None:
         args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         fbank = FbankConfig(sample_rate=sample_rate, num_mel_bins=num_mel_bins,
                             target_frames=target_frames, mean=mean, std=std,
@@ -54,6 +55,7 @@ class AudioSpectrogramTransformer(TokenModel):
             embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
             qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
             drop_path=drop_path_rate, norm_eps=norm_eps, final_norm=True,
+            attn_window=attn_window,
         ))
         head = ClassifierHead(embed_dim, num_classes, pool=global_pool,
                               num_prefix_tokens=num_prefix_tokens, fc_norm=True,

@@ -9,7 +9,7 @@ blocks as in the paper. HF ``PatchTSTForPrediction`` checkpoints load unchanged 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -32,7 +32,9 @@ class PatchTST(TokenModel):
     ``pooling_type``). ``drop_rate`` is PatchTST's ``dropout`` (positions, attention output, MLP);
     ``head_drop_rate`` its ``head_dropout``. ``init="torch"`` keeps PyTorch's default
     (Kaiming-uniform) init of the encoder's linear layers as the reference PatchTST does;
-    ``"trunc_normal"`` is the ViT init (std 0.02).
+    ``"trunc_normal"`` is the ViT init (std 0.02). ``attn_window`` makes attention
+    block-local over that many patches (see :class:`zoo.encoder.EncoderConfig`), for very
+    long look-backs.
     """
 
     modality = "series"
@@ -47,7 +49,8 @@ class PatchTST(TokenModel):
                  qkv_bias: bool = True, norm: str = "batchnorm", pre_norm: bool = False,
                  norm_eps: float = 1e-5, drop_rate: float = 0.2, attn_drop_rate: float = 0.0,
                  head_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 residual_attention: bool = False, init: str = "torch") -> None:
+                 residual_attention: bool = False, init: str = "torch",
+                 attn_window: Optional[int] = None) -> None:
         args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if init not in ("torch", "trunc_normal"):
             raise ValueError(f"init must be 'torch' or 'trunc_normal', got {init!r}")
@@ -60,7 +63,7 @@ class PatchTST(TokenModel):
             embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
             qkv_bias=qkv_bias, proj_drop=drop_rate, attn_drop=attn_drop_rate,
             drop_path=drop_path_rate, norm_eps=norm_eps, final_norm=False, norm=norm,
-            pre_norm=pre_norm, residual_attention=residual_attention))
+            pre_norm=pre_norm, residual_attention=residual_attention, attn_window=attn_window))
         head = ForecastHead(front_end.num_patches, embed_dim, horizon, num_channels=num_channels,
                             pool=head_pool, shared=shared_head, drop=head_drop_rate)
         if init == "torch":   # the reference PatchTST keeps PyTorch's default Linear init
@@ -124,7 +127,13 @@ _register("patchtst_tiny_l336", context_length=336, **_ETTH, weights=(dict(  # P
     labels=("HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"), license="apache-2.0",
     metrics={"etth1 test mse": 0.378076, "etth1 test mae": 0.400567},
     description="ETTh1, horizon 96, every test window"),))
-_register("patchtst_tiny_l512", context_length=512, **_ETTH)    # PatchTST/64
+_register("patchtst_tiny_l512", context_length=512, **_ETTH, weights=(dict(  # PatchTST/64
+    # configs/series/patchtst_tiny_l512_etth1_h96.yaml; model_cards/patchtst_tiny_l512.etth1_h96.md
+    tag="etth1_h96", file="patchtst_tiny_l512.etth1_h96.safetensors",
+    sha256="c37a6a3adbf6bc49923a86faf7450f8976fac1a02dd538da6d146a11d7744156",
+    labels=("HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"), license="apache-2.0",
+    metrics={"etth1 test mse": 0.3716, "etth1 test mae": 0.401082},
+    description="ETTh1, horizon 96, every test window"),))
 # The paper's settings for larger datasets: d_model 128, 16 heads, 3 layers, d_ff 256, dropout 0.2.
 _BASE = dict(patch_len=16, stride=8, embed_dim=128, depth=3, num_heads=16, mlp_ratio=2.0,
              drop_rate=0.2, residual_attention=True)

@@ -32,7 +32,8 @@ class VisionTransformer(TokenModel):
                  qkv_bias: bool = True, class_token: bool = True, global_pool: str = "token",
                  fc_norm: Optional[bool] = None, layer_scale_init: Optional[float] = None,
                  drop_rate: float = 0.0, pos_drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0) -> None:
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 attn_window: Optional[int] = None) -> None:
         args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if fc_norm is None:
             fc_norm = global_pool == "avg"
@@ -43,6 +44,7 @@ class VisionTransformer(TokenModel):
             embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
             qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
             drop_path=drop_path_rate, layer_scale_init=layer_scale_init, final_norm=not fc_norm,
+            attn_window=attn_window,
         ))
         head = ClassifierHead(embed_dim, num_classes, pool=global_pool,
                               num_prefix_tokens=front_end.num_prefix_tokens, fc_norm=fc_norm,
