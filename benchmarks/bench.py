@@ -13,8 +13,9 @@ AST-normalised filterbanks) vs ``ASTFeatureExtractor`` and a per-clip
 
 Timing: after warm-up, each round times every contender once, in a rotating order; the figure
 is the median over rounds (the machine is noisy, so only figures of one run are compared).
-``ratio`` is zoo's throughput over the peer's: above 1, zoo is faster. Peak memory of a training
-step is measured per library in a fresh process (resident set growth during the step). The
+``ratio`` is zoo's throughput over the peer's: above 1, zoo is faster. Memory: the peak of live
+tensor memory during a training step (after a first step has made the optimizer state), from
+PyTorch's profiler; its ratio is peer over zoo (above 1, zoo needs less). The
 epoch rows time one epoch of the FSDD and ETTh1 recipes, data loading and validation included
 (they need ``$ZOO_DATA``). Results go to ``benchmarks/results/`` as JSON and CSV.
 """
@@ -26,7 +27,6 @@ import csv
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -179,7 +179,15 @@ def check_outputs(case: Case) -> float:
     return max((o - outs[0]).abs().max().item() for o in outs[1:])
 
 
-def time_case(case: Case, *, warmup: int, rounds: int) -> list[dict[str, Any]]:
+def compiled_for_inference(c: Contender) -> Contender:
+    """zoo's model through ``torch.compile`` with inductor's freezing (weights folded in as
+    constants, pre-packed for the CPU's GEMM, elementwise ops fused); compiled on first use."""
+    model = torch.compile(c.model.eval(), options={"freezing": True})
+    return Contender(model, c.inputs, c.output, c.kwargs)
+
+
+def time_case(case: Case, *, warmup: int, rounds: int,
+              compile_inference: bool = False) -> list[dict[str, Any]]:
     rows = []
     diff = check_outputs(case)
     for mode in ("inference", "train step"):
@@ -189,6 +197,19 @@ def time_case(case: Case, *, warmup: int, rounds: int) -> list[dict[str, Any]]:
             fns[lib] = _infer(c) if mode == "inference" else _train(c, case.loss, case.target)
         seconds = interleaved(fns, warmup=warmup, rounds=rounds)
         rows += _ratio_rows(case.name, mode, case.batch, seconds, max_abs_diff=diff)
+        if compile_inference and mode == "inference":
+            compiled = compiled_for_inference(case.contenders["zoo"])
+            start = time.perf_counter()
+            _infer(compiled)()
+            compile_s = round(time.perf_counter() - start, 1)
+            with torch.inference_mode():
+                zoo_c = case.contenders["zoo"]
+                c_diff = (compiled.output(compiled.model(*compiled.inputs(), **compiled.kwargs))
+                          - zoo_c.output(zoo_c.model(*zoo_c.inputs(), **zoo_c.kwargs))).abs().max()
+            fns = {"zoo": _infer(compiled), **{k: v for k, v in fns.items() if k != "zoo"}}
+            seconds = interleaved(fns, warmup=warmup, rounds=rounds)
+            rows += _ratio_rows(case.name, "inference, zoo compiled", case.batch, seconds,
+                                max_abs_diff=round(float(c_diff), 7), compile_s=compile_s)
     return rows
 
 
@@ -243,44 +264,37 @@ def frontend_rows(*, warmup: int, rounds: int) -> list[dict[str, Any]]:
                        max_abs_diff=diff)
 
 
-# --- peak memory of a training step, one process per library -------------------------------------
+# --- peak memory of a training step ----------------------------------------------------------------
 
-MEMORY_STEP = r'''
-import json, resource, sys, torch
-sys.path.insert(0, sys.argv[3])
-import bench
-torch.set_num_threads(int(sys.argv[4]))
-case = bench.CASES[sys.argv[1]]()
-c = case.contenders[sys.argv[2]]
-c.model.train()
-step = bench._train(c, case.loss, case.target)
-def rss_mib():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-before = rss_mib()           # the first step's growth: activations, gradients, AdamW state
-step()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"step_mib": round(peak - before, 1), "peak_rss_mib": round(peak, 1)}))
-'''
+def step_peak_mib(step: Callable[[], Any]) -> float:
+    """Peak of live tensor memory during one training step, in MiB above what was live before
+    it: PyTorch's profiler records every allocation and free; their running sum peaks here.
+    (Deterministic, unlike the process's resident set, which the allocator's caching blurs.)"""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()                                   # optimizer state exists from here on
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    changes = sorted((e.time_range.start, e.cpu_memory_usage if e.name == "[memory]"
+                      else e.self_cpu_memory_usage) for e in prof.events())
+    live = peak = 0
+    for _, size in changes:
+        live += size
+        peak = max(peak, live)
+    return round(peak / 2 ** 20, 1)
 
 
-def memory_rows(names: list[str], threads: int) -> list[dict[str, Any]]:
+def memory_rows(names: list[str]) -> list[dict[str, Any]]:
     rows = []
     for name in names:
         case = CASES[name]()
-        label, libs = case.name, list(case.contenders)
-        del case
-        result = {}
-        for lib in libs:
-            out = subprocess.run([sys.executable, "-c", MEMORY_STEP, name, lib, str(HERE),
-                                  str(threads)], capture_output=True, text=True, check=True)
-            result[lib] = json.loads(out.stdout.strip().splitlines()[-1])
-        for lib in libs[1:]:
-            rows.append({"case": label, "peer": lib,
-                         "zoo_step_mib": result["zoo"]["step_mib"],
-                         "peer_step_mib": result[lib]["step_mib"],
-                         "zoo_peak_rss_mib": result["zoo"]["peak_rss_mib"],
-                         "peer_peak_rss_mib": result[lib]["peak_rss_mib"]})
+        peaks = {}
+        for lib, c in case.contenders.items():
+            c.model.train()
+            peaks[lib] = step_peak_mib(_train(c, case.loss, case.target))
+        rows += [{"case": case.name, "peer": lib, "zoo_step_peak_mib": peaks["zoo"],
+                  "peer_step_peak_mib": mib, "ratio": round(mib / peaks["zoo"], 3)}
+                 for lib, mib in peaks.items() if lib != "zoo"]
     return rows
 
 
@@ -308,6 +322,7 @@ def epoch_rows() -> list[dict[str, Any]]:
             module = build_module(config, dm)
             setup = time.perf_counter() - start
             trainer = build_trainer(config, Path(tmp))
+            trainer.callbacks = [c for c in trainer.callbacks if "ModelSummary" not in type(c).__name__]
             start = time.perf_counter()
             trainer.fit(module, datamodule=dm)
             epoch = time.perf_counter() - start
@@ -346,6 +361,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--no-epochs", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="also time zoo's inference through "
+                        "torch.compile with freezing (adds 15-45 s of compilation per model)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -359,10 +376,11 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     speed = []
     for name in only:
         rows = frontend_rows(warmup=args.warmup, rounds=args.rounds) if name == "frontend" \
-            else time_case(CASES[name](), warmup=args.warmup, rounds=args.rounds)
+            else time_case(CASES[name](), warmup=args.warmup, rounds=args.rounds,
+                           compile_inference=args.compile)
         print_table(rows)
         speed += rows
-    memory = [] if args.no_memory else memory_rows([n for n in only if n in CASES], args.threads)
+    memory = [] if args.no_memory else memory_rows([n for n in only if n in CASES])
     print_table(memory)
     epochs = [] if args.no_epochs else epoch_rows()
     print_table(epochs)
@@ -370,7 +388,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     with open(args.out / "bench.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(speed[0]) if speed else ["case"])
+        fields = list(dict.fromkeys(k for row in speed for k in row)) or ["case"]
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(speed)
     print(f"results -> {args.out / 'bench.json'}, {args.out / 'bench.csv'}")

@@ -161,14 +161,35 @@ class Filterbank(nn.Module):
                 f"{c.frame_length_ms:g} ms frame ({c.frame_length} samples at {c.sample_rate} Hz); "
                 "pad them with silence or drop them"
             )
-        frames = waveform.float().unfold(1, c.frame_length, c.frame_shift)  # (B, T, W)
-        frames = frames - frames.mean(dim=-1, keepdim=True)                  # DC removal
-        if c.preemphasis:
-            previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
-            frames = frames - c.preemphasis * previous
-        spectrum = torch.fft.rfft(frames * self.window, n=c.n_fft)           # (B, T, K + 1)
+        waveform = waveform.float()
+        W = c.frame_length
+        raw = waveform.unfold(1, W, c.frame_shift)                         # (B, T, W), a view
+        mean = raw.mean(dim=-1, keepdim=True)                              # (B, T, 1)
+        # frames are written straight into the zero-padded FFT input (B, T, n_fft); out= cannot
+        # record gradients, so a waveform that needs them takes a copy instead
+        padded = raw.new_zeros(batch, raw.shape[1], c.n_fft) if waveform.requires_grad \
+            else raw.new_empty(batch, raw.shape[1], c.n_fft)
+        padded[..., W:] = 0.0
+        frames = padded[..., :W]
+        p = c.preemphasis
+        if p:
+            # Kaldi: per frame, DC removal then y[n] = x[n] - p * x[n - 1] (x[-1] = x[0]). For
+            # n >= 1 that is (w[n] - p * w[n - 1]) - (1 - p) * mean: the filter runs once over
+            # the waveform, not over every (overlapping) frame; column 0 is set apart.
+            emphasised = torch.cat([waveform[:, :1], waveform[:, 1:] - p * waveform[:, :-1]], 1)
+            centred = emphasised.unfold(1, W, c.frame_shift), (1.0 - p) * mean
+        else:
+            centred = raw, mean
+        if waveform.requires_grad:
+            frames.copy_(centred[0] - centred[1])
+        else:
+            torch.sub(*centred, out=frames)
+        if p:
+            frames[..., 0] = (1.0 - p) * (raw[..., 0] - mean[..., 0])
+        frames.mul_(self.window)
+        spectrum = torch.fft.rfft(padded)                                   # (B, T, K + 1)
         power = spectrum.real.square() + spectrum.imag.square()
-        log_mel = (power @ self.mel_banks).clamp_min(_LOG_FLOOR).log()     # (B, T, F)
+        log_mel = (power @ self.mel_banks).clamp_min_(_LOG_FLOOR).log_()   # (B, T, F)
         return log_mel, c.num_frames(lengths)
 
     def forward(self, waveform: torch.Tensor, *, sample_rate: Optional[int] = None,
@@ -180,7 +201,8 @@ class Filterbank(nn.Module):
                 f"expected mono waveforms (B, S), got shape {tuple(waveform.shape)}; add a batch "
                 "dimension with x[None] for one clip, and mix stereo down with x.mean(dim=1)"
             )
-        if not torch.isfinite(waveform).all():
+        # one cheap sum first: NaN / Inf anywhere makes it non-finite
+        if not torch.isfinite(waveform.sum()) and not torch.isfinite(waveform).all():
             raise ValueError("waveform holds NaN or Inf samples")
         if sample_rate is not None and sample_rate != c.sample_rate:
             import torchaudio.functional as AF
@@ -190,16 +212,28 @@ class Filterbank(nn.Module):
             if lengths is not None:
                 lengths = torch.div(lengths * c.sample_rate, sample_rate, rounding_mode="floor")
         log_mel, valid = self.log_mel(waveform, lengths)
-        frames = torch.arange(log_mel.shape[1])[None, :]
-        log_mel = log_mel.masked_fill((frames >= valid[:, None]).to(log_mel.device)[..., None], 0.0)
-        log_mel = fit_frames(log_mel, c.target_frames)
-        return normalize_fbank(log_mel, c) if c.normalize else log_mel
+        log_mel = log_mel[:, :c.target_frames]          # cut first: padding is written once, below
+        if bool((valid < log_mel.shape[1]).any()):      # frames past a clip's end are padding
+            frames = torch.arange(log_mel.shape[1])[None, :]
+            log_mel = log_mel.masked_fill((frames >= valid[:, None]).to(log_mel.device)[..., None],
+                                          0.0)
+        if not c.normalize:
+            return fit_frames(log_mel, c.target_frames)
+        # as normalize_fbank, in place on this fresh tensor; padding frames are 0 in the log
+        # domain, i.e. -mean / (2 * std) once normalised
+        log_mel = log_mel.sub_(c.mean).div_(2 * c.std)
+        return fit_frames(log_mel, c.target_frames, value=-c.mean / (2 * c.std))
 
 
-def fit_frames(fbank: torch.Tensor, target_frames: int) -> torch.Tensor:
-    """Zero-pad (at the end) or cut (B, T, F) to (B, target_frames, F)."""
-    missing = target_frames - fbank.shape[1]
-    return F.pad(fbank, (0, 0, 0, missing)) if missing > 0 else fbank[:, :target_frames]
+def fit_frames(fbank: torch.Tensor, target_frames: int, value: float = 0.0) -> torch.Tensor:
+    """Pad (at the end, with ``value``) or cut (B, T, F) to (B, target_frames, F)."""
+    frames = fbank.shape[1]
+    if frames >= target_frames:
+        return fbank[:, :target_frames]
+    out = fbank.new_empty(fbank.shape[0], target_frames, fbank.shape[2])
+    out[:, :frames] = fbank          # each element written once: no fill of the whole output
+    out[:, frames:] = value
+    return out
 
 
 def normalize_fbank(log_mel: torch.Tensor, config: FbankConfig) -> torch.Tensor:
