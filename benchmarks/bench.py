@@ -136,12 +136,19 @@ CASES = {"vit": lambda: vit_case(small=False), "vit_small": lambda: vit_case(sma
 
 # --- timing ---------------------------------------------------------------------------------------
 
-def interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int, rounds: int) -> dict[str, float]:
-    """Median seconds per call of each function, timed in rotating order within each round."""
+def interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int, rounds: int,
+                budget_s: float = 4.0, max_rounds: int = 60) -> dict[str, float]:
+    """Median seconds per call of each function, timed in rotating order within each round.
+
+    At least ``rounds`` rounds; fast functions get more, up to ``budget_s`` seconds of timing
+    per function (at most ``max_rounds``), since their medians are the noisiest.
+    """
     names = list(fns)
     for _ in range(warmup):
         for name in names:
             fns[name]()
+    slowest = max(_time_once(f) for f in fns.values())
+    rounds = max(rounds, min(max_rounds, int(budget_s / max(slowest, 1e-6))))
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
@@ -149,6 +156,12 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int, rounds: int) 
             fns[name]()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _time_once(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def _infer(c: Contender) -> Callable[[], Any]:

@@ -120,20 +120,23 @@ def _register(name: str, *, weights: tuple = (), **args: Any) -> None:
 # the reference code's residual attention.
 _ETTH = dict(patch_len=16, stride=8, embed_dim=16, depth=3, num_heads=4, mlp_ratio=8.0,
              drop_rate=0.3, num_channels=7, residual_attention=True)
-_register("patchtst_tiny_l336", context_length=336, **_ETTH, weights=(dict(  # PatchTST/42
-    # configs/series/patchtst_tiny_etth1_h96.yaml; model_cards/patchtst_tiny_l336.etth1_h96.md
-    tag="etth1_h96", file="patchtst_tiny_l336.etth1_h96.safetensors",
-    sha256="ae88a0970b1558b5c77cfc0137dcfb561565dd926773a99f3688c8114d970889",
-    labels=("HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"), license="apache-2.0",
-    metrics={"etth1 test mse": 0.378076, "etth1 test mae": 0.400567},
-    description="ETTh1, horizon 96, every test window"),))
-_register("patchtst_tiny_l512", context_length=512, **_ETTH, weights=(dict(  # PatchTST/64
-    # configs/series/patchtst_tiny_l512_etth1_h96.yaml; model_cards/patchtst_tiny_l512.etth1_h96.md
-    tag="etth1_h96", file="patchtst_tiny_l512.etth1_h96.safetensors",
-    sha256="c37a6a3adbf6bc49923a86faf7450f8976fac1a02dd538da6d146a11d7744156",
-    labels=("HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"), license="apache-2.0",
-    metrics={"etth1 test mse": 0.3716, "etth1 test mae": 0.401082},
-    description="ETTh1, horizon 96, every test window"),))
+
+
+def _etth1_h96(arch: str, sha256: str, mse: float, mae: float) -> tuple[dict, ...]:
+    """Horizon-96 ETTh1 weights bundled with zoo (card: model_cards/ARCH.etth1_h96.md)."""
+    return (dict(tag="etth1_h96", file=f"{arch}.etth1_h96.safetensors", sha256=sha256,
+                 labels=("HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"),
+                 license="apache-2.0", metrics={"etth1 test mse": mse, "etth1 test mae": mae},
+                 description="ETTh1, horizon 96, every test window"),)
+
+
+# configs/series/patchtst_tiny_etth1_h96.yaml (PatchTST/42) and ..._l512_etth1_h96.yaml (/64)
+_register("patchtst_tiny_l336", context_length=336, **_ETTH, weights=_etth1_h96(
+    "patchtst_tiny_l336", "ae88a0970b1558b5c77cfc0137dcfb561565dd926773a99f3688c8114d970889",
+    mse=0.378076, mae=0.400567))
+_register("patchtst_tiny_l512", context_length=512, **_ETTH, weights=_etth1_h96(
+    "patchtst_tiny_l512", "c37a6a3adbf6bc49923a86faf7450f8976fac1a02dd538da6d146a11d7744156",
+    mse=0.3716, mae=0.401082))
 # The paper's settings for larger datasets: d_model 128, 16 heads, 3 layers, d_ff 256, dropout 0.2.
 _BASE = dict(patch_len=16, stride=8, embed_dim=128, depth=3, num_heads=16, mlp_ratio=2.0,
              drop_rate=0.2, residual_attention=True)
