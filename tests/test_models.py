@@ -188,3 +188,20 @@ def test_attention_maps_cover_every_block():
     n = 1 + (16 // 4) ** 2
     assert [m.shape for m in maps] == [(2, 2, n, n)] * 2
     torch.testing.assert_close(maps[0].sum(-1), torch.ones(2, 2, n))
+
+
+# --- torch.compile: the optional fast path gives the eager outputs ---------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,kwargs,shape", [
+    ("vit_nano_patch4_16", dict(depth=2), (3, 3, 16, 16)),
+    ("patchtst_tiny_l336", dict(context_length=64, horizon=8, depth=2), (3, 64, 7)),
+])
+def test_compiled_inference_matches_eager(name, kwargs, shape):
+    """What benchmarks/bench.py --compile times: inductor with frozen weights, same outputs."""
+    torch.manual_seed(0)
+    model = zoo.create_model(name, **kwargs).eval()
+    x = torch.randn(shape).cumsum(1) if model.modality == "series" else torch.randn(shape)
+    compiled = torch.compile(model, options={"freezing": True})
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
