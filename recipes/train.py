@@ -121,6 +121,14 @@ def _check_trainer_section(config: RecipeConfig) -> None:
         value = getattr(t, key)
         if value is not None and value < 1:
             raise ConfigError(f"config key 'trainer.{key}' must be >= 1, got {value}")
+    if not validates(config) and t.early_stopping_patience is not None:
+        raise ConfigError("config key 'trainer.early_stopping_patience' needs validation, but "
+                          "'trainer.limit_val_batches' is 0")
+
+
+def validates(config: RecipeConfig) -> bool:
+    """Whether the run validates at all (``trainer.limit_val_batches: 0`` switches it off)."""
+    return config.trainer.limit_val_batches != 0
 
 
 def build_trainer(config: RecipeConfig, run_dir: Path, *, for_eval: bool = False) -> L.Trainer:
@@ -136,8 +144,9 @@ def build_trainer(config: RecipeConfig, run_dir: Path, *, for_eval: bool = False
     monitor, mode = MONITOR.get(config.task, ("val/acc", "max"))
     if not for_eval:
         checkpoints = run_dir / "checkpoints"
-        callbacks = [ModelCheckpoint(dirpath=checkpoints, filename="best",
-                                     monitor=monitor, mode=mode, save_last=True),
+        keep = (dict(filename="best", monitor=monitor, mode=mode) if validates(config)
+                else dict(save_top_k=0))     # nothing to select by: last.ckpt only
+        callbacks = [ModelCheckpoint(dirpath=checkpoints, save_last=True, **keep),
                      LearningRateMonitor(logging_interval="epoch"), TrainingState()]
         if t.checkpoint_every_n_steps:
             callbacks.append(ModelCheckpoint(dirpath=checkpoints, save_top_k=0, save_last=True,
@@ -229,9 +238,9 @@ def train(config: RecipeConfig, command: Optional[str] = None,
     state = next(c for c in trainer.callbacks if isinstance(c, TrainingState))
     train_time = state.elapsed()
     callback = trainer.checkpoint_callback
-    if config.data.holdout:
+    if config.data.holdout and validates(config):
         best = callback.best_model_path or None
-    else:  # validation data was trained on: selecting by it would be selecting by noise
+    else:  # no validation, or validation data was trained on: test the last weights
         best = callback.last_model_path or None
     tested = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)[0]
     result = {"metrics": _scalars(tested), "train_time_s": round(train_time, 1),

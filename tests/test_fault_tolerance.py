@@ -230,6 +230,18 @@ def test_trainer_settings_are_checked():
     config = load_config(DIGITS, ["trainer.accumulate_grad_batches=0"])
     with pytest.raises(ConfigError, match="accumulate_grad_batches' must be >= 1, got 0"):
         train(config)
+    config = load_config(DIGITS, ["trainer.limit_val_batches=0", "trainer.early_stopping_patience=3"])
+    with pytest.raises(ConfigError, match="early_stopping_patience' needs validation, but "
+                                          "'trainer.limit_val_batches' is 0"):
+        train(config)
+
+
+def test_without_validation_the_last_weights_are_tested(tmp_path, one_thread):
+    config = load_config(DIGITS, [*SMALL, "trainer.max_epochs=1", "trainer.limit_val_batches=0",
+                                  f"output_dir={tmp_path}"])
+    result = train(config)
+    assert Path(result["best_checkpoint"]).name == "last.ckpt"
+    assert not (tmp_path / "checkpoints" / "best.ckpt").exists()
 
 
 # --- DDP -----------------------------------------------------------------------------------------

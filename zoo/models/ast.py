@@ -173,22 +173,25 @@ register_model(
 )
 
 # Small from-scratch models for short, narrow-band speech such as FSDD's 8 kHz spoken digits:
-# 8 kHz, 64 mel bins, 100 frames (1.0 s); 6 blocks ("d6"). The frequency stride is 12, not
-# AST's 10: (64 - 16) / 12 + 1 = 5 patch rows end exactly at the top bin, where stride 10 would
-# leave the 8 highest bins (3.3-4 kHz, the fricatives that tell "six" from "eight") unseen.
-# 5 x 9 = 45 patches. Average pooling over patches learns faster here than the prefix tokens.
+# 8 kHz, 64 mel bins, 100 frames (1.0 s); 6 blocks ("d6"). Patches tile frequency without
+# overlap (stride 16: 4 rows ending exactly at the top bin, so the 3.3-4 kHz fricatives that
+# tell "six" from "eight" are seen) and overlap more in time (stride 6 frames, 60 ms: 15
+# columns), because spoken digits are short (0.4 s on average, some 0.2 s) and a coarser time
+# grid gave a fast "three" only two columns. 4 x 15 = 60 patches. On FSDD this grid reached
+# 99.3% where strides 12 (frequency) / 10 (time), 5 x 9 patches, reached 98.3%, both in about
+# 20 minutes of training. Average pooling over patches learns faster here than the prefix tokens.
 # mean / std: the log-mel statistics of FSDD's training clips (valid frames only).
 _SPEECH_8K = dict(sample_rate=8000, num_mel_bins=64, target_frames=100, mean=-6.7716, std=3.9049)
 register_model(
     "ast_tiny_d6_8k", modality="audio", builder=AudioSpectrogramTransformer,
-    args=dict(embed_dim=192, depth=6, num_heads=3, norm_eps=1e-6, fstride=12, tstride=10,
+    args=dict(embed_dim=192, depth=6, num_heads=3, norm_eps=1e-6, fstride=16, tstride=6,
               global_pool="avg", **_SPEECH_8K),
     preprocess=_preprocess(**_SPEECH_8K), num_classes=10,
     weights=[dict(  # configs/audio/ast_tiny_d6_fsdd.yaml, stored as float16 (5.5 MB); model_cards/
         tag="fsdd", file="ast_tiny_d6_8k.fsdd.safetensors",
-        sha256="db94bf72e5b641726a052a9a7aa404d22349f156df307e2af5708d2b5b695a58",
+        sha256="fb52183cdc9df0fe56c0a0629055a4d1bd89b60c73a5ba4444bd1de3b0529e2e",
         labels=tuple(str(i) for i in range(10)), license="apache-2.0",
-        metrics={"fsdd test top-1": 98.3333, "fsdd test top-5": 100.0},
+        metrics={"fsdd test top-1": 99.3333, "fsdd test top-5": 100.0},
         description="From scratch on the Free Spoken Digit Dataset (standard split).",
     )],
 )
