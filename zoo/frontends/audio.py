@@ -167,8 +167,7 @@ class Filterbank(nn.Module):
         mean = raw.mean(dim=-1, keepdim=True)                              # (B, T, 1)
         # frames are written straight into the zero-padded FFT input (B, T, n_fft); out= cannot
         # record gradients, so a waveform that needs them takes a copy instead
-        padded = raw.new_zeros(batch, raw.shape[1], c.n_fft) if waveform.requires_grad \
-            else raw.new_empty(batch, raw.shape[1], c.n_fft)
+        padded = raw.new_empty(batch, raw.shape[1], c.n_fft)
         padded[..., W:] = 0.0
         frames = padded[..., :W]
         p = c.preemphasis
@@ -219,8 +218,8 @@ class Filterbank(nn.Module):
                                           0.0)
         if not c.normalize:
             return fit_frames(log_mel, c.target_frames)
-        # as normalize_fbank, in place on this fresh tensor; padding frames are 0 in the log
-        # domain, i.e. -mean / (2 * std) once normalised
+        # AST's normalisation (x - mean) / (2 * std), in place on this fresh tensor; padding
+        # frames are 0 in the log domain, i.e. -mean / (2 * std) once normalised
         log_mel = log_mel.sub_(c.mean).div_(2 * c.std)
         return fit_frames(log_mel, c.target_frames, value=-c.mean / (2 * c.std))
 
@@ -234,11 +233,6 @@ def fit_frames(fbank: torch.Tensor, target_frames: int, value: float = 0.0) -> t
     out[:, :frames] = fbank          # each element written once: no fill of the whole output
     out[:, frames:] = value
     return out
-
-
-def normalize_fbank(log_mel: torch.Tensor, config: FbankConfig) -> torch.Tensor:
-    """AST's normalisation: (x - mean) / (2 * std)."""
-    return (log_mel - config.mean) / (2 * config.std)
 
 
 class AudioFrontEnd(nn.Module):
