@@ -15,12 +15,12 @@ import sys
 
 STEP = r'''
 import json, resource, sys, time, torch
-from zoo.encoder import Encoder, EncoderConfig
+from zoo.encoder import BlockConfig, Encoder, EncoderConfig
 tokens, window, batch, dim, depth, heads, threads = (int(v) for v in sys.argv[1:8])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-enc = Encoder(EncoderConfig(embed_dim=dim, depth=depth, num_heads=heads,
-                            attn_window=window or None))
+enc = Encoder(EncoderConfig(depth=depth, block=BlockConfig(embed_dim=dim, num_heads=heads,
+                                                           attn_window=window or None)))
 opt = torch.optim.AdamW(enc.parameters(), lr=1e-4)
 x = torch.randn(batch, tokens, dim)
 def rss_mib():

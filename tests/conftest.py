@@ -35,26 +35,33 @@ def fill_with_noise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.fixture
-def timm_vit():
-    """Factory: ``timm_vit(name, seed=0, **kwargs)`` -> a timm model filled with noise, in eval
-    mode (``name=None`` builds timm's ``VisionTransformer(**kwargs)`` directly).
+def timm_model(name: Optional[str], *, seed: int = 0, **kwargs) -> torch.nn.Module:
+    """A timm model filled with noise, in eval mode (``name=None`` builds timm's
+    ``VisionTransformer(**kwargs)`` directly).
 
     Built on the meta device and filled directly: timm's own init would only be overwritten,
-    and it costs seconds per large model on two CPU cores.
+    and it costs seconds per large model on two CPU cores. Non-persistent buffers (rotary
+    caches) are computed by their modules' own ``init_non_persistent_buffers``.
     """
     timm = pytest.importorskip("timm")
+    with torch.device("meta"):
+        if name is None:  # a shape timm has no name for: its VisionTransformer class as is
+            model = timm.models.vision_transformer.VisionTransformer(**kwargs)
+        else:
+            model = timm.create_model(name, pretrained=False, **kwargs)
+    model = model.to_empty(device="cpu")
+    for module in model.modules():
+        if list(module.buffers(recurse=False)):
+            assert hasattr(module, "init_non_persistent_buffers"), \
+                f"{type(module).__name__}'s meta-built buffers would be garbage"
+            module.init_non_persistent_buffers()
+    return fill_with_noise(model, seed)
 
-    def make(name: Optional[str], *, seed: int = 0, **kwargs) -> torch.nn.Module:
-        with torch.device("meta"):
-            if name is None:  # a shape timm has no name for: its VisionTransformer class as is
-                model = timm.models.vision_transformer.VisionTransformer(**kwargs)
-            else:
-                model = timm.create_model(name, pretrained=False, **kwargs)
-        assert not list(model.buffers()), "a meta-built model's buffers would be garbage"
-        return fill_with_noise(model.to_empty(device="cpu"), seed)
 
-    return make
+@pytest.fixture
+def timm_vit():
+    """Factory: ``timm_vit(name, seed=0, **kwargs)`` -> :func:`timm_model`."""
+    return timm_model
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import zoo
 from tests.conftest import fill_with_noise
 from zoo.convert import to_zoo_state_dict
 from zoo.convert.hf_ast import ast_args_from_hf_config, convert_hf_ast
-from zoo.registry import CheckpointMismatchError
+from zoo.checkpoint import CheckpointMismatchError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,21 +1,35 @@
-"""The shared encoder: attention paths, checkpointing, drop-path, layer scale, attention maps."""
+"""The shared encoder: attention paths, checkpointing, drop-path, layer scale, attention maps,
+residual and windowed attention."""
 
 from __future__ import annotations
+
+from dataclasses import fields, replace
 
 import pytest
 import torch
 
-from zoo.encoder import Attention, DropPath, Encoder, EncoderConfig
+from zoo.encoder import BlockConfig, Encoder, EncoderConfig
+from zoo.layers import Attention, DropPath, Dropout, local_attention_mask, record_attention
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 DIM, HEADS, TOKENS = 64, 4, 11
 
 
+BLOCK_FIELDS = {f.name for f in fields(BlockConfig)}
+
+
+def config(**overrides) -> EncoderConfig:
+    """An encoder config from flat overrides: block fields go to its BlockConfig."""
+    block = {k: v for k, v in overrides.items() if k in BLOCK_FIELDS}
+    rest = {k: v for k, v in overrides.items() if k not in BLOCK_FIELDS}
+    return EncoderConfig(**{"depth": 2, **rest},
+                         block=BlockConfig(**{"embed_dim": DIM, "num_heads": HEADS, **block}))
+
+
 def _encoder(seed: int = 0, **overrides) -> Encoder:
     torch.manual_seed(seed)
-    config = EncoderConfig(**{"embed_dim": DIM, "depth": 2, "num_heads": HEADS, **overrides})
-    return Encoder(config)
+    return Encoder(config(**overrides))
 
 
 def _tokens(batch: int = 2, seed: int = 1) -> torch.Tensor:
@@ -77,8 +91,10 @@ def test_manual_attention_matches_a_reference_implementation():
     attn = Attention(DIM, num_heads=HEADS).eval()
     attn.fused = False
     x = _tokens()
+    with torch.no_grad(), record_attention(attn) as maps:
+        out, _ = attn(x)
+    weights = maps[0]
     with torch.no_grad():
-        out, weights, _ = attn(x, return_attention=True)
         q, k, v = attn.qkv(x).chunk(3, dim=-1)  # each (B, N, D), heads contiguous in D
         q, k, v = (t.reshape(2, TOKENS, HEADS, DIM // HEADS).transpose(1, 2) for t in (q, k, v))
         ref_weights = torch.softmax(q @ k.transpose(-1, -2) / (DIM // HEADS) ** 0.5, dim=-1)
@@ -192,13 +208,16 @@ def test_layer_scale_creates_gammas_and_scales_the_branches():
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["no_mask", "bool_mask"])
-def test_forward_with_attention_returns_row_stochastic_maps(masked):
+def test_recorded_attention_maps_are_row_stochastic_and_change_nothing(masked):
     encoder = _encoder(depth=3).eval()
     x = _tokens()
     mask = _key_padding_mask() if masked else None
     with torch.no_grad():
-        out, maps = encoder.forward_with_attention(x, mask)
         expected = encoder(x, mask)
+        with record_attention(encoder) as maps:
+            out = encoder(x, mask)
+        assert all(m.recorder is None for m in encoder.modules() if isinstance(m, Attention))
+        torch.testing.assert_close(encoder(x, mask), expected, rtol=0, atol=0)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     assert len(maps) == 3
     for weights in maps:
@@ -212,15 +231,22 @@ def test_forward_with_attention_returns_row_stochastic_maps(masked):
 
 def test_config_validation():
     with pytest.raises(ValueError, match=r"embed_dim \(100\) must be divisible by num_heads \(3\)"):
-        EncoderConfig(embed_dim=100, num_heads=3)
+        BlockConfig(embed_dim=100, num_heads=3)
+    assert BlockConfig(embed_dim=100, num_heads=3, head_dim=32).head_dim == 32
     with pytest.raises(ValueError, match="depth"):
-        EncoderConfig(embed_dim=64, num_heads=4, depth=0)
-    assert EncoderConfig(embed_dim=96, num_heads=3).to_dict()["embed_dim"] == 96
+        EncoderConfig(depth=0)
+    for bad, match in ((dict(norm="groupnorm"), "norm must be one of"),
+                       (dict(mlp="moe"), "mlp must be one of"), (dict(act="tanh"), "act must be one of"),
+                       (dict(placement="middle"), "placement must be one of"),
+                       (dict(branches=2, placement="post"), "branches"),
+                       (dict(branches=2, residual_attention=True), "residual_attention needs branches=1"),
+                       (dict(qk_norm=True, norm="batchnorm"), "qk_norm needs")):
+        with pytest.raises(ValueError, match=match):
+            BlockConfig(**bad)
+    assert config(embed_dim=96, num_heads=3).to_dict()["block"]["embed_dim"] == 96
 
 
 def test_fast_dropout_keeps_each_value_with_probability_one_minus_p_and_rescales():
-    from zoo.encoder import Dropout
-
     drop = Dropout(0.3)
     x = torch.ones(400_000, requires_grad=True)
     y = drop(x)
@@ -237,9 +263,9 @@ def test_fast_dropout_keeps_each_value_with_probability_one_minus_p_and_rescales
 
 def test_residual_attention_adds_each_blocks_scores_to_the_next():
     torch.manual_seed(0)
-    config = EncoderConfig(embed_dim=16, depth=3, num_heads=2, mlp_ratio=2.0, final_norm=False,
-                           residual_attention=True)
-    enc = Encoder(config).eval()
+    cfg = EncoderConfig(depth=3, final_norm=False, block=BlockConfig(
+        embed_dim=16, num_heads=2, mlp_ratio=2.0, residual_attention=True))
+    enc = Encoder(cfg).eval()
     x = torch.randn(3, 7, 16)
 
     def heads(attn, h):   # q, k, v (B, H, N, hd), written out from the definition
@@ -260,11 +286,12 @@ def test_residual_attention_adds_each_blocks_scores_to_the_next():
         enc.set_fused_attention(False)
         torch.testing.assert_close(enc(x), h)                 # explicit path
         enc.set_fused_attention(True)
-        out, maps = enc.forward_with_attention(x)
+        with record_attention(enc) as maps:
+            out = enc(x)
         torch.testing.assert_close(out, h)
         for got, want in zip(maps, expected_maps):
             torch.testing.assert_close(got, want)
-        plain = Encoder(EncoderConfig(**{**config.to_dict(), "residual_attention": False})).eval()
+        plain = Encoder(replace(cfg, block=replace(cfg.block, residual_attention=False))).eval()
         plain.load_state_dict(enc.state_dict())
         assert not torch.allclose(plain(x), out)          # it does change the result
 
@@ -299,11 +326,11 @@ def test_residual_attention_adds_each_blocks_scores_to_the_next():
 @pytest.mark.parametrize("residual", [False, True])
 def test_windowed_attention_with_a_full_window_equals_full_attention(residual):
     torch.manual_seed(0)
-    config = dict(embed_dim=32, depth=2, num_heads=4, residual_attention=residual)
-    full = Encoder(EncoderConfig(**config)).eval()
+    options = dict(embed_dim=32, depth=2, num_heads=4, residual_attention=residual)
+    full = Encoder(config(**options)).eval()
     x = torch.randn(2, 37, 32)
     for window in (37, 64):
-        local = Encoder(EncoderConfig(**config, attn_window=window)).eval()
+        local = Encoder(config(**options, attn_window=window)).eval()
         local.load_state_dict(full.state_dict())
         with torch.no_grad():
             torch.testing.assert_close(local(x), full(x), rtol=1e-5, atol=1e-5)
@@ -313,14 +340,11 @@ def test_windowed_attention_with_a_full_window_equals_full_attention(residual):
 def test_windowed_attention_matches_its_mask_written_out(residual):
     """Blocks of 8 tokens, each seeing its own block and the one before: chunked SDPA equals
     the explicit path with the (N, N) mask, outputs, maps and gradients."""
-    from zoo.encoder import local_attention_mask
-
     mask = local_attention_mask(20, 8)
     assert mask[19].nonzero().flatten().tolist() == list(range(8, 20))   # blocks 1 and 2
     assert mask[3].nonzero().flatten().tolist() == list(range(8))        # block 0 only
     torch.manual_seed(0)
-    enc = Encoder(EncoderConfig(embed_dim=32, depth=2, num_heads=4, attn_window=8,
-                                residual_attention=residual))
+    enc = Encoder(config(embed_dim=32, num_heads=4, attn_window=8, residual_attention=residual))
     x = torch.randn(2, 20, 32, requires_grad=True)
     outs, grads = [], []
     for fused in (True, False):
@@ -331,17 +355,17 @@ def test_windowed_attention_matches_its_mask_written_out(residual):
         grads.append(g)
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-5)
-    _, maps = enc.eval().forward_with_attention(x)
+    with record_attention(enc.eval()) as maps:
+        enc(x)
     assert all(torch.all(m[..., ~mask] == 0) for m in maps)          # nothing outside the window
-    full = Encoder(EncoderConfig(embed_dim=32, depth=2, num_heads=4,
-                                 residual_attention=residual)).eval()
+    full = Encoder(config(embed_dim=32, num_heads=4, residual_attention=residual)).eval()
     full.load_state_dict(enc.state_dict())
     assert not torch.allclose(full(x), enc(x), atol=1e-3)            # it is not full attention
 
 
 def test_windowed_attention_settings_are_checked():
     with pytest.raises(ValueError, match="attn_window must be >= 1 token, got 0"):
-        EncoderConfig(embed_dim=32, num_heads=4, attn_window=0)
-    enc = Encoder(EncoderConfig(embed_dim=32, depth=1, num_heads=4, attn_window=4))
+        BlockConfig(embed_dim=32, num_heads=4, attn_window=0)
+    enc = Encoder(config(embed_dim=32, depth=1, num_heads=4, attn_window=4))
     with pytest.raises(ValueError, match="attn_mask cannot be combined with windowed attention"):
         enc(torch.randn(1, 8, 32), torch.ones(1, 1, 8, 8, dtype=torch.bool))

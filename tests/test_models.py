@@ -1,4 +1,10 @@
-"""Every registered image model, shrunk (depth 2, width 64) but with its own patch and image size."""
+"""Every distinct image-model configuration, shrunk (depth 2, width 64) but with its own patch and
+image size: output shapes, gradients, state dicts, resampling, heads, errors.
+
+Names that differ only in sizes (width, depth, heads, MLP width, input size) share a
+configuration; the smallest input size of each stands for it here. Every name is checked
+against timm in ``test_timm_parity.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,25 @@ import pytest
 import torch
 
 import zoo
-from zoo.frontends.pos_embed import resample_pos_embed
+from zoo.layers.pos_embed import resample_pos_embed
 from zoo.registry import get_entry
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-IMAGE_MODELS = zoo.list_models(modality="image")
-TINY = dict(depth=2, embed_dim=64, num_heads=2)
+SIZE_ARGS = ("img_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "mlp_hidden")
+
+
+def _distinct_configurations(names: list[str]) -> list[str]:
+    """One name per configuration (arguments other than sizes), the smallest input size."""
+    chosen: dict[str, str] = {}
+    for name in sorted(names, key=lambda n: (get_entry(n)[0].args["img_size"], n)):
+        args = {k: v for k, v in get_entry(name)[0].args.items() if k not in SIZE_ARGS}
+        chosen.setdefault(repr(sorted(args.items())), name)
+    return sorted(chosen.values())
+
+
+IMAGE_MODELS = _distinct_configurations(zoo.list_models(modality="image"))
+TINY = dict(depth=2, embed_dim=64, num_heads=2, mlp_hidden=None, num_classes=5)
 
 
 def _build(name: str, seed: int = 0, **kwargs) -> torch.nn.Module:
@@ -33,8 +51,13 @@ def _images(model, batch: int = 2, size=None, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, chans, h, w, generator=torch.Generator().manual_seed(seed))
 
 
-def test_list_is_not_empty():
-    assert "vit_tiny_patch16_224" in IMAGE_MODELS and "vit_tiny_patch4_32" in IMAGE_MODELS
+def test_every_image_model_has_a_representative():
+    every = zoo.list_models(modality="image")
+    assert "vit_nano_patch4_16" in IMAGE_MODELS and len(IMAGE_MODELS) < len(every)
+    covered = {repr(sorted((k, v) for k, v in get_entry(n)[0].args.items() if k not in SIZE_ARGS))
+               for n in IMAGE_MODELS}
+    assert all(repr(sorted((k, v) for k, v in get_entry(n)[0].args.items() if k not in SIZE_ARGS))
+               in covered for n in every)
 
 
 @pytest.mark.parametrize("name", IMAGE_MODELS)
@@ -44,7 +67,9 @@ def test_build_keeps_the_variant_geometry(name):
     assert model.front_end.img_size == (args["img_size"],) * 2
     assert model.front_end.patch_size == (args["patch_size"],) * 2
     assert model.embed_dim == 64 and len(model.encoder.blocks) == 2
-    assert model.num_classes == get_entry(name)[0].default_cfg.num_classes
+    assert model.num_classes == 5
+    assert zoo.create_model(name, depth=1, embed_dim=64, num_heads=2, mlp_hidden=None).num_classes \
+        == get_entry(name)[0].default_cfg.num_classes
 
 
 @pytest.mark.parametrize("name", IMAGE_MODELS)
@@ -91,10 +116,11 @@ def test_resampling_is_a_no_op_on_the_same_grid(name):
     model = _build(name)
     fe = model.front_end
     table = fe.pos_embed
-    same = resample_pos_embed(table, fe.grid_size, fe.grid_size,
-                              num_prefix_tokens=fe.num_prefix_tokens)
-    assert torch.equal(same, table)
-    assert torch.equal(fe.position_table(fe.grid_size), table)
+    if table is not None:   # rotary-only models have no table
+        same = resample_pos_embed(table, fe.grid_size, fe.grid_size,
+                                  num_prefix_tokens=fe._table_prefix)
+        assert torch.equal(same, table)
+        assert torch.equal(fe.position_table(fe.grid_size), table)
     state = model.state_dict()
     adapted = model.adapt_state_dict(state)
     assert adapted.keys() == state.keys()
@@ -114,11 +140,16 @@ def test_other_input_sizes_resample_positions(name):
         assert logits.shape == (2, model.num_classes) and torch.isfinite(logits).all()
         grid = (h // patch, w // patch)
         assert tokens.shape == (2, fe.num_prefix_tokens + grid[0] * grid[1], 64)
-        table = fe.position_table(grid)
-        assert table.shape == (1, fe.num_prefix_tokens + grid[0] * grid[1], 64)
-        # prefix rows (class token) are never interpolated
-        torch.testing.assert_close(table[:, : fe.num_prefix_tokens],
-                                   fe.pos_embed[:, : fe.num_prefix_tokens], rtol=0, atol=0)
+        if fe.pos_embed is not None:
+            table = fe.position_table(grid)
+            assert table.shape == (1, fe._table_prefix + grid[0] * grid[1], 64)
+            # prefix rows (class token) are never interpolated
+            torch.testing.assert_close(table[:, : fe._table_prefix],
+                                       fe.pos_embed[:, : fe._table_prefix], rtol=0, atol=0)
+        if fe.rope is not None:   # rotary tables follow the input's own grid
+            rope = fe.rope_table(x)
+            tables = rope if isinstance(rope, list) else [rope]
+            assert all(t.sin.shape[-2] == tokens.shape[1] for t in tables)
 
 
 @pytest.mark.parametrize("name", IMAGE_MODELS)
@@ -142,14 +173,15 @@ def test_no_weight_decay_and_layer_groups(name):
     model = _build(name)
     params = dict(model.named_parameters())
     skip = model.no_weight_decay()
-    assert {"front_end.pos_embed", "front_end.cls_token"} <= skip
-    assert skip <= params.keys()
+    special = {f"front_end.{n}" for n in ("pos_embed", "cls_token", "reg_token", "rope.freqs")}
+    assert skip == special & params.keys() and skip
     groups = {n: model.layer_id(n) for n in params}
     assert set(groups.values()) == set(range(model.num_layer_groups))
     assert model.num_layer_groups == len(model.encoder.blocks) + 2
     assert groups["front_end.proj.weight"] == 0
-    assert groups["encoder.blocks.0.attn.qkv.weight"] == 1
-    assert groups["encoder.blocks.1.mlp.fc2.bias"] == 2
+    for name, group in groups.items():
+        if name.startswith("encoder.blocks."):
+            assert group == int(name.split(".")[2]) + 1, name
     assert groups["head.fc.weight"] == model.num_layer_groups - 1
 
 

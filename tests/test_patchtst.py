@@ -7,10 +7,10 @@ import torch
 
 import zoo
 from zoo.convert import to_zoo_state_dict
-from zoo.encoder import Encoder, EncoderConfig
+from zoo.encoder import BlockConfig, Encoder, EncoderConfig
 from zoo.frontends.series import InstanceScaler, SeriesFrontEnd, num_patches
 from zoo.models.patchtst import PatchTST
-from zoo.registry import CheckpointMismatchError, load_state_dict
+from zoo.checkpoint import CheckpointMismatchError, load_state_dict
 
 TINY = dict(context_length=48, horizon=12, num_channels=3, patch_len=8, stride=4, embed_dim=16,
             depth=2, num_heads=2, mlp_ratio=2.0, drop_rate=0.0)
@@ -121,8 +121,8 @@ def test_missing_values_are_refused_or_masked_never_propagated():
 
 def test_post_norm_batchnorm_encoder_block_matches_its_definition():
     torch.manual_seed(0)
-    enc = Encoder(EncoderConfig(embed_dim=8, depth=1, num_heads=2, mlp_ratio=2.0, norm="batchnorm",
-                                pre_norm=False, final_norm=False)).eval()
+    block = BlockConfig(embed_dim=8, num_heads=2, mlp_ratio=2.0, norm="batchnorm", placement="post")
+    enc = Encoder(EncoderConfig(block=block, depth=1, final_norm=False)).eval()
     block = enc.blocks[0]
     with torch.no_grad():
         block.norm1.running_mean.uniform_(-1, 1)
@@ -136,7 +136,7 @@ def test_post_norm_batchnorm_encoder_block_matches_its_definition():
         torch.testing.assert_close(y, bn.transpose(1, 2))   # statistics per feature over B and N
         torch.testing.assert_close(enc(x), expected)
     with pytest.raises(ValueError, match="norm must be one of"):
-        EncoderConfig(norm="rmsnorm")
+        BlockConfig(norm="groupnorm")
 
 
 # --- registry -----------------------------------------------------------------------------------
@@ -147,7 +147,8 @@ def test_registered_variants_have_the_paper_shapes():
     assert (model.embed_dim, len(model.encoder.blocks)) == (16, 3)
     assert model.encoder.blocks[0].mlp.fc1.out_features == 128
     assert isinstance(model.encoder.blocks[0].norm1, torch.nn.BatchNorm1d)
-    assert model.encoder.config.residual_attention and not model.encoder.config.pre_norm
+    block = model.encoder.config.block
+    assert block.residual_attention and block.placement == "post"
     assert model.encoder.blocks[0].attn.qkv.weight.std() > 0.1   # PyTorch's init, not ViT's 0.02
     assert zoo.create_model("patchtst_tiny_l512").front_end.num_patches == 64
     with torch.no_grad():

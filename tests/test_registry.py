@@ -8,6 +8,7 @@ import pytest
 
 import zoo
 from zoo import registry
+from zoo.registry import get_entry
 from zoo.models import VisionTransformer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -18,7 +19,6 @@ SMALL = dict(depth=1, embed_dim=64, num_heads=2)
 @pytest.fixture
 def scratch_registry(monkeypatch):
     """A copy of the registry that tests may add to without leaking names into other tests."""
-    registry._ensure_registered()
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     return registry._REGISTRY
 
@@ -47,7 +47,7 @@ def test_list_models_pattern_and_modality():
     all_names = zoo.list_models()
     assert all_names == sorted(all_names) and len(set(all_names)) == len(all_names)
     assert zoo.list_models("vit_tiny_*") == ["vit_tiny_patch16_224", "vit_tiny_patch16_384",
-                                             "vit_tiny_patch4_32"]
+                                             "vit_tiny_patch16_dinov3_qkvb", "vit_tiny_patch4_32"]
     assert zoo.list_models("*_patch4_*") == ["vit_nano_patch4_16", "vit_nano_patch4_32",
                                              "vit_small_patch4_32", "vit_tiny_patch4_32"]
     assert zoo.list_models("no_such_*") == []
@@ -67,10 +67,13 @@ def test_list_models_pretrained():
     assert all("." in n for n in weights)
     # of the small-image variants only the digits model ships weights (bundled in the package)
     assert [n for n in weights if "_patch4_" in n] == ["vit_nano_patch4_16.digits"]
-    assert zoo.list_models("vit_base_patch16_224", pretrained=True) == [
-        "vit_base_patch16_224.augreg2_in21k_ft_in1k", "vit_base_patch16_224.augreg_in21k_ft_in1k"]
+    assert zoo.list_models("vit_base_patch16_224", pretrained=True) == sorted(
+        f"vit_base_patch16_224.{tag}" for tag in (
+            "augreg2_in21k_ft_in1k", "augreg_in21k_ft_in1k", "orig_in21k_ft_in1k", "augreg_in1k",
+            "orig_in21k", "augreg_in21k", "sam_in1k", "bamboo", "dino", "mae"))
+    assert get_entry("vit_base_patch16_224")[0].cfg().tag == "augreg2_in21k_ft_in1k"   # timm's default
     assert zoo.list_models("*augreg2*", pretrained=True) == [
-        "vit_base_patch16_224.augreg2_in21k_ft_in1k"]
+        "vit_base_patch16_224.augreg2_in21k_ft_in1k", "vit_base_patch8_224.augreg2_in21k_ft_in1k"]
     assert zoo.list_models("vit_tiny_patch4_32", pretrained=True) == []
     # every weight name resolves, and the architecture part is a registered model
     for name in weights:

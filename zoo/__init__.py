@@ -5,9 +5,11 @@
     model = zoo.create_model("vit_tiny_patch16_224", pretrained=True)
 """
 
+from zoo.checkpoint import CheckpointMismatchError
+from zoo.factory import create_model
 from zoo.package import __version__, load, save
-from zoo.registry import (CheckpointMismatchError, ModelNotFoundError, PretrainedCfg,
-                          create_model, list_models, register_model)
+from zoo.registry import (ModelNotFoundError, PretrainedCfg, UnsupportedModelError, list_models,
+                          register_model)
 
 __all__ = ["__version__", "create_model", "list_models", "load", "save", "register_model",
-           "PretrainedCfg", "ModelNotFoundError", "CheckpointMismatchError"]
+           "PretrainedCfg", "ModelNotFoundError", "UnsupportedModelError", "CheckpointMismatchError"]

@@ -2,34 +2,45 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
-from zoo.encoder import Dropout
+from zoo.layers.drop import Dropout
+from zoo.layers.norm import make_norm
 
-POOLS = ("token", "avg", "prefix_avg")
+POOLS = ("token", "avg", "prefix_avg", "map")
 
 
 class ClassifierHead(nn.Module):
-    """Pool tokens (B, N, D) -> (B, D), then an optional LayerNorm, dropout and a linear layer.
+    """Pool tokens (B, N, D) -> (B, D), then an optional norm, dropout and a linear layer.
 
     Pools: ``token`` takes the first (class) token; ``avg`` averages the patch tokens (prefix
-    tokens excluded); ``prefix_avg`` averages the prefix tokens (AST's class + distillation).
-    ``num_classes=0`` leaves the pooled features (B, D) as output.
+    tokens excluded unless ``include_prefix``); ``prefix_avg`` averages the prefix tokens
+    (AST's class + distillation); ``map`` attends over the tokens with ``attn_pool``
+    (:class:`zoo.layers.AttentionPool`, SigLIP; prefix tokens excluded unless
+    ``include_prefix``). ``fc_norm`` adds a ``norm`` (``layernorm`` / ``rmsnorm``) after
+    pooling. ``num_classes=0`` leaves the pooled features (B, D) as output.
     """
 
     def __init__(self, embed_dim: int, num_classes: int, *, pool: str = "token",
-                 num_prefix_tokens: int = 1, fc_norm: bool = False, norm_eps: float = 1e-6,
-                 drop: float = 0.0) -> None:
+                 num_prefix_tokens: int = 1, include_prefix: bool = False,
+                 attn_pool: Optional[nn.Module] = None, fc_norm: bool = False,
+                 norm: str = "layernorm", norm_eps: float = 1e-6, drop: float = 0.0) -> None:
         super().__init__()
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
         if pool in ("token", "prefix_avg") and num_prefix_tokens == 0:
             raise ValueError(f"pool={pool!r} needs a class token; use pool='avg' without one")
+        if (pool == "map") != (attn_pool is not None):
+            raise ValueError("pool='map' needs an attn_pool module, and only it takes one")
         self.embed_dim = embed_dim
         self.pool = pool
         self.num_prefix_tokens = num_prefix_tokens
-        self.fc_norm = nn.LayerNorm(embed_dim, eps=norm_eps) if fc_norm else nn.Identity()
+        self.include_prefix = include_prefix
+        self.attn_pool = attn_pool
+        self.fc_norm = make_norm(norm, embed_dim, norm_eps) if fc_norm else nn.Identity()
         self.drop = Dropout(drop)
         self.fc = self._make_fc(num_classes)
 
@@ -57,7 +68,9 @@ class ClassifierHead(nn.Module):
             return tokens[:, 0]
         if self.pool == "prefix_avg":
             return tokens[:, : self.num_prefix_tokens].mean(dim=1)
-        return tokens[:, self.num_prefix_tokens:].mean(dim=1)
+        if not self.include_prefix:
+            tokens = tokens[:, self.num_prefix_tokens:]
+        return self.attn_pool(tokens) if self.attn_pool is not None else tokens.mean(dim=1)
 
     def forward(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """(B, N, D) -> logits (B, K), or the normalised pooled features (B, D) if pre_logits."""

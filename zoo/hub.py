@@ -1,4 +1,4 @@
-"""Weights: where they come from, where they are cached, how they are read.
+"""Bytes: where weights come from, where they are cached, how they are read safely.
 
 Sources: a file, a directory written by :func:`zoo.save`, an ``http(s)://`` or ``file://`` URL
 (downloaded once into ``$ZOO_HOME/downloads``, default ``~/.cache/zoo``, and verified by
@@ -26,7 +26,6 @@ logger = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 CONFIG_FILE = "config.json"
-PACKAGE_FORMAT = "zoo"
 _BUNDLED_DIR = Path(__file__).parent / "weights"
 
 
@@ -52,7 +51,8 @@ def sha256_of(path: Union[str, Path], chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _verify(path: Path, sha256: Optional[str]) -> None:
+def verify(path: Path, sha256: Optional[str]) -> None:
+    """Raise :class:`ChecksumError` unless ``path`` has the given sha256 (None: no check)."""
     if sha256 and (actual := sha256_of(path)) != sha256.lower():
         raise ChecksumError(f"{path}: sha256 is {actual}, expected {sha256}")
 
@@ -72,7 +72,7 @@ def download(url: str, *, sha256: Optional[str] = None, filename: Optional[str] 
     target = cache_dir / name
     if target.exists():
         try:
-            _verify(target, sha256)
+            verify(target, sha256)
             return target
         except ChecksumError as err:
             if is_offline():
@@ -137,24 +137,33 @@ def load_state_dict_file(path: Union[str, Path]) -> dict[str, torch.Tensor]:
         ) from err
 
 
-def read_package_config(path: Path) -> Optional[dict[str, Any]]:
-    """The zoo package config in ``path`` (a config.json written by zoo.save), or None."""
-    if not path.is_file():
-        return None
-    config = json.loads(path.read_text())
-    return config if config.get("format") == PACKAGE_FORMAT else None
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``, or a clear error naming the file."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return value
 
 
-def _load_dir(directory: Path) -> tuple[dict[str, torch.Tensor], Optional[dict[str, Any]]]:
+def bundled_file(name: str, sha256: Optional[str] = None) -> Path:
+    """A weights file shipped inside the package, verified by sha256 when given."""
+    path = _BUNDLED_DIR / name
+    verify(path, sha256)
+    return path
+
+
+def _fetch_dir(directory: Path) -> tuple[Path, Optional[Path]]:
+    config = directory / CONFIG_FILE
     for name in WEIGHT_FILES:
         if (directory / name).is_file():
-            return (load_state_dict_file(directory / name),
-                    read_package_config(directory / CONFIG_FILE))
+            return directory / name, config if config.is_file() else None
     raise FileNotFoundError(f"{directory} holds none of {', '.join(WEIGHT_FILES)}")
 
 
-def _load_hf_hub(spec: str, sha256: Optional[str] = None
-                 ) -> tuple[dict[str, torch.Tensor], Optional[dict[str, Any]]]:
+def _fetch_hf_hub(spec: str, sha256: Optional[str] = None) -> tuple[Path, Optional[Path]]:
     repo_id, _, revision = spec.partition("@")
     last_err: Optional[Exception] = None
     for name in WEIGHT_FILES:
@@ -163,44 +172,45 @@ def _load_hf_hub(spec: str, sha256: Optional[str] = None
         except FileNotFoundError as err:
             last_err = err
             continue
-        _verify(path, sha256)
+        verify(path, sha256)
         try:
-            package = read_package_config(hf_hub_file(repo_id, CONFIG_FILE, revision or None))
+            config: Optional[Path] = hf_hub_file(repo_id, CONFIG_FILE, revision or None)
         except FileNotFoundError:
-            package = None
-        return load_state_dict_file(path), package
+            config = None
+        return path, config
     where = " in the local cache (offline mode)" if is_offline() else ""
     raise FileNotFoundError(
         f"hf-hub:{spec}: found none of {', '.join(WEIGHT_FILES)}{where}") from last_err
 
 
-def load_pretrained(source: Any) -> tuple[dict[str, torch.Tensor], Optional[dict[str, Any]]]:
-    """Resolve a weights source to (raw state dict, zoo package config or None).
+def hf_hub_config(spec: str) -> Optional[Path]:
+    """The ``config.json`` of ``hf-hub:org/repo[@revision]`` (None if the repo has none)."""
+    repo_id, _, revision = spec.partition("@")
+    try:
+        return hf_hub_file(repo_id, CONFIG_FILE, revision or None)
+    except FileNotFoundError:
+        return None
 
-    ``source`` is a :class:`zoo.registry.PretrainedCfg` (registered weights) or a path, URL or
-    ``hf-hub:`` id (see the module docstring).
+
+def fetch(source: Union[str, Path], *, sha256: Optional[str] = None
+          ) -> tuple[Path, Optional[Path]]:
+    """Resolve a weights source to local files: (weights file, its ``config.json`` or None).
+
+    ``source`` is a file, a directory holding ``model.safetensors`` / ``pytorch_model.bin``
+    (and maybe ``config.json``), an ``http(s)://`` / ``file://`` URL (downloaded once into the
+    cache), or ``hf-hub:org/repo[@revision]`` (through huggingface_hub's cache).
     """
-    from zoo.registry import PretrainedCfg
-
-    if isinstance(source, PretrainedCfg):
-        if source.file:
-            path = _BUNDLED_DIR / source.file
-            _verify(path, source.sha256)
-            return load_state_dict_file(path), None
-        if source.hf_hub_id:
-            return _load_hf_hub(source.hf_hub_id, source.sha256)
-        path = download(source.url, sha256=source.sha256)
-        return load_state_dict_file(path), None
     text = str(source)
     if text.startswith("hf-hub:"):
-        return _load_hf_hub(text[len("hf-hub:"):])
+        return _fetch_hf_hub(text[len("hf-hub:"):], sha256)
     if urllib.parse.urlparse(text).scheme in ("http", "https", "file"):
-        return load_state_dict_file(download(text)), None
+        return download(text, sha256=sha256), None
     path = Path(text).expanduser()
     if path.is_dir():
-        return _load_dir(path)
+        return _fetch_dir(path)
     if not path.exists():
         raise FileNotFoundError(
             f"pretrained={text!r} is not an existing file or directory, a URL or an hf-hub: id"
         )
-    return load_state_dict_file(path), None
+    verify(path, sha256)
+    return path, None

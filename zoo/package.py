@@ -7,13 +7,16 @@ arguments it was built with and its pretrained cfg (preprocessing, labels, metri
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from safetensors.torch import save_file
 from torch import nn
 
-from zoo.hub import CONFIG_FILE, PACKAGE_FORMAT
+from zoo.checkpoint import PACKAGE_FORMAT, is_zoo_package, peer_model_spec, read_config
+from zoo.factory import create_model
+from zoo.hub import CONFIG_FILE
 
 __version__ = "0.1.0"
 
@@ -62,16 +65,21 @@ def save(model: nn.Module, directory: Union[str, Path], *, card: Optional[str] =
     return directory
 
 
-def load(directory: Union[str, Path], **kwargs: Any) -> nn.Module:
-    """Rebuild a model saved with :func:`save` (or pushed to a hub repo in the same layout)."""
-    from zoo.hub import _load_hf_hub, read_package_config
-    from zoo.registry import create_model
-
-    text = str(directory)
-    if text.startswith("hf-hub:"):
-        _, package = _load_hf_hub(text[len("hf-hub:"):])
-    else:
-        package = read_package_config(Path(directory) / CONFIG_FILE)
-    if package is None:
-        raise FileNotFoundError(f"{directory} is not a zoo package (no zoo {CONFIG_FILE})")
-    return create_model(package["architecture"], pretrained=directory, **kwargs)
+def load(source: Union[str, Path], **kwargs: Any) -> nn.Module:
+    """Rebuild a model from a folder or ``hf-hub:org/repo``: a zoo package (:func:`save`), or
+    a peer's own layout recognised from its ``config.json``: a timm hub folder
+    (``architecture`` + ``model.safetensors``), or an HF ``save_pretrained`` folder of
+    ``ASTForAudioClassification`` or ``PatchTSTForPrediction``. ``kwargs`` override the
+    architecture's arguments as in :func:`zoo.create_model`."""
+    config = read_config(source)
+    if config is None:
+        raise FileNotFoundError(f"{source} has no {CONFIG_FILE}: not a zoo package or a peer's "
+                                "model folder (for a bare weights file use zoo.create_model("
+                                "NAME, pretrained=FILE))")
+    if is_zoo_package(config):
+        return create_model(config["architecture"], pretrained=source, **kwargs)
+    arch, args, labels = peer_model_spec(config, source)
+    model = create_model(arch, pretrained=source, **{**args, **kwargs})
+    if labels is not None and len(labels) == model.num_classes:
+        model.pretrained_cfg = replace(model.pretrained_cfg, labels=labels)
+    return model

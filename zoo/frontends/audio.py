@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.encoder import Dropout
-from zoo.frontends.pos_embed import resample_pos_embed
+from zoo.frontends.base import FrontEnd
+from zoo.layers.drop import Dropout
+from zoo.layers.pos_embed import resample_pos_embed
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +236,7 @@ def fit_frames(fbank: torch.Tensor, target_frames: int, value: float = 0.0) -> t
     return out
 
 
-class AudioFrontEnd(nn.Module):
+class AudioFrontEnd(FrontEnd):
     """Waveform (B, S) or normalised filterbank (B, T, F) -> tokens (B, prefix + f * t, D).
 
     The filterbank, seen as a one-channel (F, T) image, is cut into ``patch_size`` squares that

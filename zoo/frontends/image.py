@@ -1,56 +1,83 @@
 """Image front end: normalised images (B, C, H, W) -> tokens (B, N, D).
 
 A strided convolution cuts the image into non-overlapping P x P patches and projects each to D
-channels; a learned class token is prepended (optional) and learned absolute position
-embeddings are added. An input whose size differs from ``img_size`` gets its position table
-resampled on the fly (bicubic), so a model trained at 224 runs at 384 without retraining.
+channels. Prefix tokens come first: an optional learned class token and ``reg_tokens``
+register tokens (Darcet et al. 2024, "Vision Transformers Need Registers"). Positions are a
+learned absolute table (``pos_embed="learned"``), covering the prefix tokens or, with
+``no_embed_class`` (DeiT III, DINOv2 with registers, SigLIP 2), the patches only; and/or
+rotary positions from a ``rope`` module (:mod:`zoo.layers.pos_embed`) that the encoder's
+attention applies. An input whose size differs from ``img_size`` gets its position table
+resampled on the fly (bicubic) and its rotary table computed for its own grid, so a model
+trained at 224 runs at 384 without retraining.
 """
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import torch
 from torch import nn
 
-from zoo.encoder import Dropout
-from zoo.frontends.pos_embed import resample_pos_embed
+from zoo.encoder import Rope
+from zoo.frontends.base import FrontEnd
+from zoo.layers.drop import Dropout
+from zoo.layers.pos_embed import resample_pos_embed
 
 Size = Union[int, tuple[int, int]]
+POS_EMBEDS = ("learned", "none")
 
 
 def _pair(size: Size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-class ImageFrontEnd(nn.Module):
-    """(B, C, H, W) -> (B, num_prefix_tokens + H/P * W/P, D).
+class ImageFrontEnd(FrontEnd):
+    """(B, C, H, W) -> (B, num_prefix_tokens + H/P * W/P, D)."""
 
-    Attributes ``grid_size`` (trained patch grid) and ``num_prefix_tokens`` (1 with a class
-    token, else 0) form the front-end contract that heads and checkpoints rely on.
-    """
+    no_weight_decay_names = ("pos_embed", "cls_token", "reg_token", "rope.freqs")
 
     def __init__(self, *, img_size: Size = 224, patch_size: Size = 16, in_chans: int = 3,
-                 embed_dim: int = 768, class_token: bool = True, pos_drop: float = 0.0) -> None:
+                 embed_dim: int = 768, class_token: bool = True, reg_tokens: int = 0,
+                 pos_embed: str = "learned", no_embed_class: bool = False,
+                 patch_bias: bool = True, rope: Optional[nn.Module] = None,
+                 pos_drop: float = 0.0) -> None:
         super().__init__()
+        if pos_embed not in POS_EMBEDS:
+            raise ValueError(f"pos_embed must be one of {POS_EMBEDS}, got {pos_embed!r}")
+        if reg_tokens < 0:
+            raise ValueError(f"reg_tokens must be >= 0, got {reg_tokens}")
         self.img_size = _pair(img_size)
         self.patch_size = _pair(patch_size)
         self.in_chans = in_chans
         self.grid_size = self._grid_for(*self.img_size)
-        self.num_prefix_tokens = 1 if class_token else 0
+        self.num_prefix_tokens = int(class_token) + reg_tokens
+        self.no_embed_class = no_embed_class
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size,
-                              stride=self.patch_size)
+                              stride=self.patch_size, bias=patch_bias)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
-        num_positions = self.num_prefix_tokens + self.grid_size[0] * self.grid_size[1]
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_positions, embed_dim))
+        self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, embed_dim)) if reg_tokens else None
+        self.pos_embed = None
+        if pos_embed == "learned":
+            rows = self._table_prefix + self.grid_size[0] * self.grid_size[1]
+            self.pos_embed = nn.Parameter(torch.zeros(1, rows, embed_dim))
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.rope = rope
         self.pos_drop = Dropout(pos_drop)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        if self.cls_token is not None:
-            nn.init.normal_(self.cls_token, std=1e-6)
+        for token in (self.cls_token, self.reg_token):
+            if token is not None:
+                nn.init.normal_(token, std=1e-6)
+
+    @property
+    def _table_prefix(self) -> int:
+        """Rows of the position table that belong to prefix tokens."""
+        return 0 if self.no_embed_class else self.num_prefix_tokens
 
     def _grid_for(self, height: int, width: int) -> tuple[int, int]:
+        """The patch grid of an input; its size must be a multiple of the patch size, except
+        the trained size itself (SigLIP's 384 px with 14 px patches: the convolution drops
+        the last 6 pixels, as in training)."""
         ph, pw = self.patch_size
-        if height % ph or width % pw:
+        if (height % ph or width % pw) and (height, width) != self.img_size:
             raise ValueError(
                 f"image size {height}x{width} is not divisible by the patch size {ph}x{pw}; "
                 f"resize or crop to a multiple of {ph}x{pw} (trained size: "
@@ -59,11 +86,11 @@ class ImageFrontEnd(nn.Module):
         return height // ph, width // pw
 
     def position_table(self, grid: tuple[int, int]) -> torch.Tensor:
-        """The (1, prefix + gh*gw, D) position table for a ``grid`` of patches."""
+        """The learned (1, rows, D) position table resampled to a ``grid`` of patches."""
         return resample_pos_embed(self.pos_embed, grid, self.grid_size,
-                                  num_prefix_tokens=self.num_prefix_tokens)
+                                  num_prefix_tokens=self._table_prefix)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _check(self, x: torch.Tensor) -> tuple[int, int]:
         if x.ndim != 4:
             raise ValueError(f"expected images of shape (B, C, H, W), got {tuple(x.shape)}")
         if x.shape[1] != self.in_chans:
@@ -71,24 +98,40 @@ class ImageFrontEnd(nn.Module):
                 f"expected {self.in_chans}-channel images (B, {self.in_chans}, H, W), got "
                 f"{x.shape[1]} channels in {tuple(x.shape)}; convert grayscale/RGBA to RGB first"
             )
-        grid = self._grid_for(x.shape[2], x.shape[3])
+        return self._grid_for(x.shape[2], x.shape[3])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grid = self._check(x)
         x = self.proj(x).flatten(2).transpose(1, 2)  # (B, gh*gw, D)
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return self.pos_drop(x + self.position_table(grid))
+        table = self.position_table(grid) if self.pos_embed is not None else None
+        if table is not None and self.no_embed_class:
+            x = x + table
+        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.reg_token)
+                  if t is not None]
+        x = torch.cat([*prefix, x], dim=1) if prefix else x
+        if table is not None and not self.no_embed_class:
+            x = x + table
+        return self.pos_drop(x)
+
+    def rope_table(self, x: torch.Tensor) -> Rope:
+        """The rotary table(s) for images ``x`` (their own grid), or None without rope."""
+        if self.rope is None:
+            return None
+        return self.rope.table(self._check(x), num_prefix_tokens=self.num_prefix_tokens,
+                               device=x.device)
 
     def adapt_state_dict(self, state_dict: dict[str, torch.Tensor], prefix: str) -> None:
         """Resample a checkpoint's position table (in place) to this front end's grid."""
         key = prefix + "pos_embed"
         table = state_dict.get(key)
-        if table is None or table.shape == self.pos_embed.shape:
+        if table is None or self.pos_embed is None or table.shape == self.pos_embed.shape:
             return
-        old_tokens = table.shape[1] - self.num_prefix_tokens
-        side = int(round(old_tokens ** 0.5))
+        old_tokens = table.shape[1] - self._table_prefix
+        side = int(round(max(old_tokens, 0) ** 0.5))
         if side * side != old_tokens:
             # Not a square grid given this model's prefix tokens: a non-square img_size, or a
             # checkpoint built with another class_token setting. Leave the table as it is; the
             # strict load then names the mismatching keys (pos_embed, cls_token).
             return
         state_dict[key] = resample_pos_embed(table, self.grid_size, (side, side),
-                                             num_prefix_tokens=self.num_prefix_tokens)
+                                             num_prefix_tokens=self._table_prefix)

@@ -19,7 +19,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from zoo.encoder import Dropout
+from zoo.frontends.base import FrontEnd
+from zoo.layers.drop import Dropout
+from zoo.layers.pos_embed import sincos_table
 
 SCALINGS = ("std", "mean", "none")
 PADDINGS = ("end", "none")
@@ -104,18 +106,7 @@ class InstanceScaler(nn.Module):
         return y * scale + loc
 
 
-def sincos_table(num_positions: int, dim: int) -> torch.Tensor:
-    """Fixed sine-cosine positions (N, D), centred and scaled to std 0.1 as PatchTST does."""
-    position = torch.arange(num_positions, dtype=torch.float32).unsqueeze(1)
-    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * -(math.log(10000.0) / dim))
-    table = torch.zeros(num_positions, dim)
-    table[:, 0::2] = torch.sin(position * freq)
-    table[:, 1::2] = torch.cos(position * freq[: dim // 2])
-    table = table - table.mean()
-    return table / (table.std() * 10)
-
-
-class SeriesFrontEnd(nn.Module):
+class SeriesFrontEnd(FrontEnd):
     """Series (B, L, C) -> tokens (B * C, N, D), channel-independent.
 
     ``normalize`` (RevIN) -> ``embed`` (patching, projection, positions); the model undoes the
@@ -138,6 +129,7 @@ class SeriesFrontEnd(nn.Module):
         self.context_length, self.num_channels = context_length, num_channels
         self.patch_len, self.stride, self.padding = patch_len, stride, padding
         self.num_patches = num_patches(context_length, patch_len, stride, padding)
+        self.grid_size = (self.num_patches,)
         self.nan_policy = nan_policy
         self.channel_specific = affine or not shared_embedding
         self.scaler = InstanceScaler(num_channels, scaling=scaling, affine=affine,

@@ -14,16 +14,16 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from zoo.encoder import Encoder, EncoderConfig
+from zoo.encoder import BlockConfig, Encoder, EncoderConfig
 from zoo.frontends.audio import AUDIOSET_MEAN, AUDIOSET_STD, AudioFrontEnd, FbankConfig
-from zoo.frontends.pos_embed import resample_pos_embed
 from zoo.heads import ClassifierHead
-from zoo.models.base import TokenModel
+from zoo.layers.pos_embed import resample_pos_embed
+from zoo.models.base import Classifier
 from zoo.registry import register_model
 
 logger = logging.getLogger(__name__)
 
-class AudioSpectrogramTransformer(TokenModel):
+class AudioSpectrogramTransformer(Classifier):
     """Waveforms (B, S) at ``sample_rate`` Hz, or normalised filterbanks (B, T, num_mel_bins)
     (what ``ASTFeatureExtractor`` returns) -> logits (B, num_classes).
 
@@ -51,12 +51,10 @@ class AudioSpectrogramTransformer(TokenModel):
         front_end = AudioFrontEnd(fbank=fbank, patch_size=patch_size, fstride=fstride,
                                   tstride=tstride, embed_dim=embed_dim,
                                   num_prefix_tokens=num_prefix_tokens, pos_drop=pos_drop_rate)
-        encoder = Encoder(EncoderConfig(
-            embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
-            drop_path=drop_path_rate, norm_eps=norm_eps, final_norm=True,
-            attn_window=attn_window,
-        ))
+        block = BlockConfig(embed_dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                            qkv_bias=qkv_bias, norm_eps=norm_eps, proj_drop=proj_drop_rate,
+                            attn_drop=attn_drop_rate, attn_window=attn_window)
+        encoder = Encoder(EncoderConfig(block=block, depth=depth, drop_path=drop_path_rate))
         head = ClassifierHead(embed_dim, num_classes, pool=global_pool,
                               num_prefix_tokens=num_prefix_tokens, fc_norm=True,
                               norm_eps=norm_eps, drop=drop_rate)
@@ -146,6 +144,10 @@ def _preprocess(**fbank: Any) -> dict[str, Any]:
             "target_frames": c.target_frames, "frame_length_ms": c.frame_length_ms,
             "frame_shift_ms": c.frame_shift_ms, "mean": c.mean, "std": c.std, "window": c.window}
 
+
+# The architecture as its arguments set it (HF AST folders load into it with their config).
+register_model("ast", modality="audio", builder=AudioSpectrogramTransformer, args={},
+               preprocess=_preprocess(), num_classes=527)
 
 # AST's AudioSet shape: 16 kHz, 128 mel bins, 1,024 frames (10.24 s), 16x16 patches at stride 10
 # (12 x 101 = 1,212 patches), class + distillation tokens, 527 AudioSet classes.

@@ -1,4 +1,11 @@
-"""The composed model every modality uses: front end -> shared encoder -> head."""
+"""The composed models every modality uses: front end -> shared encoder -> head.
+
+:class:`TokenModel` holds the three parts and what every model offers (timm's interface:
+``forward_features``, gradient checkpointing, weight-decay and layer-decay groups, attention
+maps). Two task contracts build on it: :class:`Classifier` (logits, ``num_classes``,
+``forward_head(tokens, pre_logits)``, ``reset_classifier``) and :class:`Forecaster`
+(history (B, L, C) -> forecast (B, H, C), ``horizon``, ``context_length``).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +14,14 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from zoo.checkpoint import load_state_dict
 from zoo.encoder import Encoder
-from zoo.registry import load_state_dict
+from zoo.frontends.base import FrontEnd
+from zoo.layers.attention import record_attention
 
 
 class TokenModel(nn.Module):
     """raw input -> ``front_end`` -> tokens (B, N, D) -> ``encoder`` -> ``head`` -> output.
-
-    Subclasses build the three parts; this class gives them the interface users and recipes
-    rely on (timm's): ``forward_features`` / ``forward_head`` / ``forward``,
-    ``reset_classifier``, ``set_grad_checkpointing``, ``no_weight_decay`` and the per-layer
-    grouping used for layer-wise learning-rate decay.
 
     ``model_args`` holds the keyword arguments the model was built with, so that a saved model
     can be rebuilt; ``pretrained_cfg`` (set by :func:`zoo.create_model`) describes its weights
@@ -26,7 +30,7 @@ class TokenModel(nn.Module):
 
     modality: str = ""
 
-    def __init__(self, front_end: nn.Module, encoder: Encoder, head: nn.Module,
+    def __init__(self, front_end: FrontEnd, encoder: Encoder, head: nn.Module,
                  model_args: dict[str, Any]) -> None:
         super().__init__()
         self.front_end = front_end
@@ -36,39 +40,26 @@ class TokenModel(nn.Module):
         self.pretrained_cfg: Optional[Any] = None
 
     @property
-    def num_classes(self) -> int:
-        return self.head.num_classes
-
-    @property
     def embed_dim(self) -> int:
         return self.encoder.embed_dim
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Raw input -> encoder tokens (B, N, D), prefix tokens first."""
-        return self.encoder(self.front_end(x))
-
-    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(tokens, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        return self.encoder(self.front_end(x), rope=self.front_end.rope_table(x))
 
     def get_attention_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each block's attention weights (B, heads, N, N) for input ``x``, first block first."""
-        _, maps = self.encoder.forward_with_attention(self.front_end(x))
+        """Each block's attention weights (B, heads, N, N) for input ``x``, first block first
+        (see :func:`zoo.layers.record_attention`)."""
+        with record_attention(self.encoder) as maps:
+            self(x)
         return maps
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a new one (0 = return pooled features)."""
-        self.head.reset(num_classes)
-        self.model_args["num_classes"] = num_classes
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.encoder.set_grad_checkpointing(enable)
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names that take no weight decay (position tables, special tokens)."""
-        names = getattr(self.front_end, "no_weight_decay_names", ("pos_embed", "cls_token"))
+        names = self.front_end.no_weight_decay_names
         return {f"front_end.{n}" for n, _ in self.front_end.named_parameters() if n in names}
 
     @property
@@ -78,7 +69,7 @@ class TokenModel(nn.Module):
 
     def layer_id(self, param_name: str) -> int:
         """The layer group of a parameter, for layer-wise learning-rate decay."""
-        if param_name.startswith("front_end."):
+        if param_name.startswith(("front_end.", "encoder.norm_pre.")):
             return 0
         if param_name.startswith("encoder.blocks."):
             return int(param_name.split(".")[2]) + 1
@@ -105,3 +96,39 @@ class TokenModel(nn.Module):
         if adapt is not None:
             adapt(state_dict, "front_end.")
         return state_dict
+
+
+class Classifier(TokenModel):
+    """Input -> logits (B, num_classes); the head pools tokens and classifies."""
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens (B, N, D) -> logits (B, K), or the pooled features (B, D) if ``pre_logits``."""
+        return self.head(tokens, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a new one (0 = return pooled features)."""
+        self.head.reset(num_classes)
+        self.model_args["num_classes"] = num_classes
+
+
+class Forecaster(TokenModel):
+    """History (B, context_length, C) -> forecast (B, horizon, C), in the input's units."""
+
+    @property
+    def context_length(self) -> int:
+        return self.front_end.context_length
+
+    @property
+    def horizon(self) -> int:
+        return self.head.horizon
+
+    def input_spec(self) -> dict[str, Any]:
+        return {"context_length": self.context_length, "horizon": self.horizon,
+                "num_channels": self.front_end.num_channels}

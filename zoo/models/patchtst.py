@@ -13,14 +13,14 @@ from typing import Any, Optional
 
 import torch
 
-from zoo.encoder import Encoder, EncoderConfig
+from zoo.encoder import BlockConfig, Encoder, EncoderConfig
 from zoo.frontends.series import SeriesFrontEnd
 from zoo.heads import ForecastHead
-from zoo.models.base import TokenModel
+from zoo.models.base import Forecaster
 from zoo.registry import register_model
 
 
-class PatchTST(TokenModel):
+class PatchTST(Forecaster):
     """History (B, context_length, C) -> forecast (B, horizon, C), both in the input's scale.
 
     Windows are normalised per series and channel (RevIN, ``scaling``), patched
@@ -33,7 +33,7 @@ class PatchTST(TokenModel):
     ``head_drop_rate`` its ``head_dropout``. ``init="torch"`` keeps PyTorch's default
     (Kaiming-uniform) init of the encoder's linear layers as the reference PatchTST does;
     ``"trunc_normal"`` is the ViT init (std 0.02). ``attn_window`` makes attention
-    block-local over that many patches (see :class:`zoo.encoder.EncoderConfig`), for very
+    block-local over that many patches (see :class:`zoo.encoder.BlockConfig`), for very
     long look-backs.
     """
 
@@ -59,11 +59,13 @@ class PatchTST(TokenModel):
             stride=stride, embed_dim=embed_dim, padding=padding, scaling=scaling, affine=affine,
             subtract_last=subtract_last, nan_policy=nan_policy,
             shared_embedding=shared_embedding, pos_embed=pos_embed, pos_drop=drop_rate)
-        encoder = Encoder(EncoderConfig(
-            embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias, proj_drop=drop_rate, attn_drop=attn_drop_rate,
-            drop_path=drop_path_rate, norm_eps=norm_eps, final_norm=False, norm=norm,
-            pre_norm=pre_norm, residual_attention=residual_attention, attn_window=attn_window))
+        block = BlockConfig(embed_dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                            qkv_bias=qkv_bias, norm=norm, norm_eps=norm_eps,
+                            placement="pre" if pre_norm else "post", proj_drop=drop_rate,
+                            attn_drop=attn_drop_rate, attn_window=attn_window,
+                            residual_attention=residual_attention)
+        encoder = Encoder(EncoderConfig(block=block, depth=depth, drop_path=drop_path_rate,
+                                        final_norm=False))
         head = ForecastHead(front_end.num_patches, embed_dim, horizon, num_channels=num_channels,
                             pool=head_pool, shared=shared_head, drop=head_drop_rate)
         if init == "torch":   # the reference PatchTST keeps PyTorch's default Linear init
@@ -73,19 +75,7 @@ class PatchTST(TokenModel):
         super().__init__(front_end, encoder, head, model_args=args)
         front_end.channel_specific |= not shared_head  # a per-channel head fixes the count too
 
-    @property
-    def num_classes(self) -> int:
-        return 0
-
-    @property
-    def context_length(self) -> int:
-        return self.front_end.context_length
-
-    @property
-    def horizon(self) -> int:
-        return self.head.horizon
-
-    def forward_head(self, tokens: torch.Tensor, num_channels: int) -> torch.Tensor:
+    def forecast_head(self, tokens: torch.Tensor, num_channels: int) -> torch.Tensor:
         """Encoder tokens (B * C, N, D) -> scaled forecast (B, H, C)."""
         return self.head(tokens, num_channels)
 
@@ -93,14 +83,7 @@ class PatchTST(TokenModel):
         """History (B, L, C) -> forecast (B, H, C) in the input's scale."""
         z, stats = self.front_end.normalize(x)
         tokens = self.encoder(self.front_end.embed(z))
-        return self.front_end.denormalize(self.forward_head(tokens, x.shape[-1]), stats)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        raise TypeError("a forecaster has no classifier; build it with horizon=H for a new horizon")
-
-    def input_spec(self) -> dict[str, Any]:
-        return {"context_length": self.context_length, "horizon": self.horizon,
-                "num_channels": self.front_end.num_channels}
+        return self.front_end.denormalize(self.forecast_head(tokens, x.shape[-1]), stats)
 
     def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return dict(state_dict)
@@ -114,6 +97,9 @@ def _register(name: str, *, weights: tuple = (), **args: Any) -> None:
         weights=weights,
     )
 
+
+# The architecture as its arguments set it (HF PatchTST folders load into it with their config).
+_register("patchtst", context_length=512)
 
 # The paper's small-dataset (ETTh1, ETTh2, ILI) settings: d_model 16, 4 heads, 3 layers,
 # d_ff 128, dropout 0.3, RevIN without affine, patches of 16 every 8 steps, end padding, and

@@ -1,27 +1,58 @@
 """Vision Transformer classifiers: image front end + shared encoder + classification head.
 
-Variants follow timm's names and shapes, so timm checkpoints load into them unchanged
-(see ``zoo.convert.timm``). Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021;
-AugReg weights from Steiner et al., "How to train your ViT?", TMLR 2022.
+One class builds every ViT family timm names (see :mod:`zoo.models.vit_families`): the
+original / AugReg ViT, DeiT III, DINOv2 (with registers), CLIP, SigLIP, EVA-style rotary
+ViTs, DINOv3, ... differ only in the arguments below, which choose the parts. timm
+checkpoints load into them unchanged (see ``zoo.convert.timm``). Dosovitskiy et al., "An Image
+is Worth 16x16 Words", ICLR 2021.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
-from zoo.encoder import Encoder, EncoderConfig
+from torch import nn
+
+from zoo.encoder import BlockConfig, Encoder, EncoderConfig
 from zoo.frontends.image import ImageFrontEnd
 from zoo.heads import ClassifierHead
-from zoo.models.base import TokenModel
+from zoo.layers.attention import AttentionPool
+from zoo.layers.pos_embed import AxialRotary2d, MixedRotary2d
+from zoo.models.base import Classifier
 from zoo.registry import register_model
 
+ROPE_KINDS = ("axial", "mixed")
 
-class VisionTransformer(TokenModel):
+
+def make_rope(rope: Optional[Mapping[str, Any]], *, head_dim: int, depth: int,
+              num_heads: int) -> Optional[nn.Module]:
+    """The rotary-position part named by ``rope``: ``{"kind": "axial", **AxialRotary2d
+    options}`` or ``{"kind": "mixed", **MixedRotary2d options}``; None for no rope."""
+    if rope is None:
+        return None
+    options = dict(rope)
+    kind = options.pop("kind", "axial")
+    if kind == "axial":
+        return AxialRotary2d(head_dim, **options)
+    if kind == "mixed":
+        return MixedRotary2d(head_dim, depth=depth, num_heads=num_heads, **options)
+    raise ValueError(f"rope kind must be one of {ROPE_KINDS}, got {kind!r}")
+
+
+class VisionTransformer(Classifier):
     """Images (B, C, H, W), normalised with the cfg's mean/std -> logits (B, num_classes).
 
-    ``global_pool`` is ``"token"`` (class token) or ``"avg"`` (mean of patch tokens). As in
-    timm, ``fc_norm=None`` means: a LayerNorm after pooling for ``avg``, a LayerNorm on all
-    tokens at the end of the encoder for ``token``.
+    Front end: ``class_token``, ``reg_tokens`` register tokens, ``pos_embed`` (``learned`` /
+    ``none``), ``no_embed_class`` (positions for patches only), ``patch_bias``, ``rope`` (see
+    :func:`make_rope`). Blocks: the :class:`~zoo.encoder.BlockConfig` fields (``norm``,
+    ``norm_eps``, ``act``, ``mlp``, ``mlp_ratio`` / ``mlp_hidden``, ``qkv_bias``, ``qk_norm``,
+    ``placement``, ``branches``, ``layer_scale_init``, ``attn_window``); ``norm_pre`` adds a
+    norm before the first block (CLIP), ``final_norm=False`` drops the one after the last.
+    Head: ``global_pool`` ``token`` (class token), ``avg`` (mean of patch tokens) or ``map``
+    (attention pooling, ``attn_pool_heads`` / ``attn_pool_mlp_ratio``, default the encoder's);
+    as in timm, ``fc_norm=None`` means a norm after pooling for ``avg`` and a norm on all tokens
+    at the end of the encoder otherwise. ``pool_include_prefix`` pools over the prefix tokens
+    too.
     """
 
     modality = "image"
@@ -29,25 +60,45 @@ class VisionTransformer(TokenModel):
     def __init__(self, *, img_size: Union[int, tuple[int, int]] = 224, patch_size: int = 16,
                  in_chans: int = 3, num_classes: int = 1000, embed_dim: int = 768,
                  depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
-                 qkv_bias: bool = True, class_token: bool = True, global_pool: str = "token",
-                 fc_norm: Optional[bool] = None, layer_scale_init: Optional[float] = None,
-                 drop_rate: float = 0.0, pos_drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
+                 mlp_hidden: Optional[int] = None, mlp: str = "mlp", act: str = "gelu",
+                 qkv_bias: bool = True, qk_norm: bool = False, norm: str = "layernorm",
+                 norm_eps: float = 1e-6, placement: str = "pre", branches: int = 1,
+                 class_token: bool = True, reg_tokens: int = 0, pos_embed: str = "learned",
+                 no_embed_class: bool = False, patch_bias: bool = True,
+                 rope: Optional[Mapping[str, Any]] = None, norm_pre: bool = False,
+                 final_norm: bool = True, global_pool: str = "token",
+                 fc_norm: Optional[bool] = None, pool_include_prefix: bool = False,
+                 attn_pool_heads: Optional[int] = None,
+                 attn_pool_mlp_ratio: Optional[float] = None,
+                 layer_scale_init: Optional[float] = None, drop_rate: float = 0.0,
+                 pos_drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  attn_window: Optional[int] = None) -> None:
         args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if fc_norm is None:
             fc_norm = global_pool == "avg"
-        front_end = ImageFrontEnd(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
-                                  embed_dim=embed_dim, class_token=class_token,
-                                  pos_drop=pos_drop_rate)
-        encoder = Encoder(EncoderConfig(
-            embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-            qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
-            drop_path=drop_path_rate, layer_scale_init=layer_scale_init, final_norm=not fc_norm,
-            attn_window=attn_window,
-        ))
+        block = BlockConfig(
+            embed_dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, mlp_hidden=mlp_hidden,
+            mlp=mlp, act=act, qkv_bias=qkv_bias, qk_norm=qk_norm, norm=norm, norm_eps=norm_eps,
+            placement=placement, branches=branches, layer_scale_init=layer_scale_init,
+            proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, attn_window=attn_window)
+        front_end = ImageFrontEnd(
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
+            class_token=class_token, reg_tokens=reg_tokens, pos_embed=pos_embed,
+            no_embed_class=no_embed_class, patch_bias=patch_bias, pos_drop=pos_drop_rate,
+            rope=make_rope(rope, head_dim=embed_dim // num_heads, depth=depth,
+                           num_heads=num_heads))
+        encoder = Encoder(EncoderConfig(block=block, depth=depth, drop_path=drop_path_rate,
+                                        input_norm=norm_pre, final_norm=final_norm and not fc_norm))
+        attn_pool = None
+        if global_pool == "map":
+            attn_pool = AttentionPool(embed_dim, num_heads=attn_pool_heads or num_heads,
+                                      mlp_ratio=attn_pool_mlp_ratio or mlp_ratio, act=act,
+                                      norm=norm, norm_eps=norm_eps)
         head = ClassifierHead(embed_dim, num_classes, pool=global_pool,
-                              num_prefix_tokens=front_end.num_prefix_tokens, fc_norm=fc_norm,
+                              num_prefix_tokens=front_end.num_prefix_tokens,
+                              include_prefix=pool_include_prefix, attn_pool=attn_pool,
+                              fc_norm=fc_norm and final_norm, norm=norm, norm_eps=norm_eps,
                               drop=drop_rate)
         super().__init__(front_end, encoder, head, model_args=args)
 
@@ -55,54 +106,13 @@ class VisionTransformer(TokenModel):
         return {"input_size": (self.front_end.in_chans, *self.front_end.img_size)}
 
 
-# --- named variants --------------------------------------------------------------------------
+# --- zoo's own small-image variants ------------------------------------------------------------
 
 _SIZES = {
     "nano": dict(embed_dim=128, depth=6, num_heads=4),
     "tiny": dict(embed_dim=192, depth=12, num_heads=3),
     "small": dict(embed_dim=384, depth=12, num_heads=6),
-    "base": dict(embed_dim=768, depth=12, num_heads=12),
-    "large": dict(embed_dim=1024, depth=24, num_heads=16),
 }
-
-# Google's AugReg weights as published by timm on the Hugging Face hub (Apache-2.0): ImageNet-21k
-# pre-training, ImageNet-1k fine-tuning, inputs normalised to [-1, 1]. sha256 is left unset:
-# the hub serves them by content address; files we publish ourselves carry a sha256.
-_AUGREG = dict(license="apache-2.0", labels="imagenet-1k",
-               description="AugReg: ImageNet-21k pre-training, ImageNet-1k fine-tuning (timm)")
-
-
-def _imagenet_preprocess(size: int) -> dict[str, Any]:
-    return dict(input_size=(3, size, size), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                interpolation="bicubic", crop_pct=0.9 if size == 224 else 1.0)
-
-
-def _timm_weights(name: str, tag: str, top1: float) -> dict[str, Any]:
-    return dict(tag=tag, hf_hub_id=f"timm/{name}.{tag}",
-                metrics={"imagenet-1k top-1 (timm)": top1}, **_AUGREG)
-
-
-def _register_imagenet(size_name: str, patch: int, img: int, weights: list[tuple[str, float]]):
-    name = f"vit_{size_name}_patch{patch}_{img}"
-    register_model(
-        name, modality="image", builder=VisionTransformer,
-        args=dict(img_size=img, patch_size=patch, **_SIZES[size_name]),
-        preprocess=_imagenet_preprocess(img), num_classes=1000,
-        weights=[_timm_weights(name, tag, top1) for tag, top1 in weights],
-    )
-
-
-# top-1: timm's published ImageNet-1k validation figure for each weight (results/results-imagenet.csv).
-_register_imagenet("tiny", 16, 224, [("augreg_in21k_ft_in1k", 75.454)])
-_register_imagenet("tiny", 16, 384, [("augreg_in21k_ft_in1k", 78.424)])
-_register_imagenet("small", 32, 224, [("augreg_in21k_ft_in1k", 75.994)])
-_register_imagenet("small", 16, 224, [("augreg_in21k_ft_in1k", 81.384)])
-_register_imagenet("small", 16, 384, [("augreg_in21k_ft_in1k", 83.802)])
-_register_imagenet("base", 32, 224, [("augreg_in21k_ft_in1k", 80.716)])
-_register_imagenet("base", 16, 224, [("augreg2_in21k_ft_in1k", 85.096),
-                                      ("augreg_in21k_ft_in1k", 84.532)])
-_register_imagenet("base", 16, 384, [("augreg_in21k_ft_in1k", 85.996)])
-_register_imagenet("large", 16, 224, [("augreg_in21k_ft_in1k", 85.834)])
 
 # Small-image variants: CIFAR-sized 32x32 inputs (4x4 patches -> 64 tokens), and 16x16 inputs
 # (16 tokens) for tiny images such as scikit-learn's 8x8 digits upsampled 2x.

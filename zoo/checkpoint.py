@@ -1,0 +1,148 @@
+"""Checkpoints: reading weights from any source into zoo keys, strict loading with errors that
+name every mismatched key, and recognising peers' own folders from their ``config.json``.
+
+A source is a :class:`~zoo.registry.PretrainedCfg` (registered weights), a file, a directory
+(a zoo package, a timm hub folder, an HF ``save_pretrained`` folder), a URL or an
+``hf-hub:org/repo`` id; :mod:`zoo.hub` turns it into local files, :mod:`zoo.convert` turns a
+peer's keys into zoo's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from zoo import hub
+from zoo.convert import UnknownCheckpointError, to_zoo_state_dict
+from zoo.convert.hf_ast import ast_args_from_hf_config
+from zoo.convert.hf_patchtst import patchtst_args_from_hf_config
+from zoo.registry import ModelNotFoundError, PretrainedCfg, get_entry
+
+PACKAGE_FORMAT = "zoo"
+PREPROCESSOR_FILE = "preprocessor_config.json"   # HF feature-extractor settings
+Source = Union[PretrainedCfg, str, Path]
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose keys or shapes do not fit the model."""
+
+
+def load_weights(source: Source) -> tuple[dict[str, torch.Tensor], Optional[dict[str, Any]]]:
+    """(zoo-keyed state dict, the ``config.json`` beside the weights or None) for ``source``.
+
+    Peer checkpoints (timm ViT, HF AST, HF PatchTST) are converted to zoo's keys; a format zoo
+    does not know is an error, never a partial load.
+    """
+    if isinstance(source, PretrainedCfg):
+        if source.file:
+            path, config = hub.bundled_file(source.file, source.sha256), None
+        elif source.hf_hub_id:
+            path, config = hub.fetch(f"hf-hub:{source.hf_hub_id}", sha256=source.sha256)
+        else:
+            path, config = hub.download(source.url, sha256=source.sha256), None
+    else:
+        path, config = hub.fetch(source)
+    state_dict = to_zoo_state_dict(hub.load_state_dict_file(path))
+    return state_dict, hub.read_json(config) if config is not None else None
+
+
+def read_config(source: Union[str, Path]) -> Optional[dict[str, Any]]:
+    """The ``config.json`` of a directory or ``hf-hub:`` repo, or None."""
+    text = str(source)
+    if text.startswith("hf-hub:"):
+        path = hub.hf_hub_config(text[len("hf-hub:"):])
+    else:
+        path = Path(text).expanduser() / hub.CONFIG_FILE
+    return hub.read_json(path) if path is not None and path.is_file() else None
+
+
+def is_zoo_package(config: Optional[Mapping[str, Any]]) -> bool:
+    return config is not None and config.get("format") == PACKAGE_FORMAT
+
+
+def is_timm_config(config: Optional[Mapping[str, Any]]) -> bool:
+    """timm's hub layout: ``config.json`` with ``architecture`` (and no zoo ``format``)."""
+    return config is not None and "architecture" in config and not is_zoo_package(config)
+
+
+# timm hub configs may carry the model arguments a weight was built with; these map 1:1
+_TIMM_MODEL_ARGS = ("img_size", "in_chans", "num_classes", "global_pool")
+
+
+def peer_model_spec(config: Mapping[str, Any], source: Union[str, Path]
+                    ) -> tuple[str, dict[str, Any], Optional[tuple[str, ...]]]:
+    """(zoo architecture, its arguments, class labels or None) for a peer's ``config.json``:
+    timm's hub layout, or transformers' ``ASTForAudioClassification`` /
+    ``PatchTSTForPrediction``."""
+    if is_timm_config(config):
+        args = {"num_classes": int(config["num_classes"])} if "num_classes" in config else {}
+        extra = dict(config.get("model_args") or {})
+        unknown = sorted(set(extra) - set(_TIMM_MODEL_ARGS))
+        if unknown:
+            raise UnknownCheckpointError(
+                f"{source}: timm model_args {unknown} have no zoo equivalent; known: "
+                f"{list(_TIMM_MODEL_ARGS)}")
+        args.update(extra)
+        labels = config.get("label_names")
+        arch = str(config["architecture"])
+        tag = (config.get("pretrained_cfg") or {}).get("tag")
+        try:   # the registered weights' cfg (preprocessing, labels, license) when zoo has it
+            name = f"{arch}.{tag}" if tag and get_entry(f"{arch}.{tag}") else arch
+        except ModelNotFoundError:
+            name = arch
+        return name, args, tuple(labels) if labels else None
+    model_type = config.get("model_type")
+    id2label = config.get("id2label") or {}
+    labels = tuple(id2label[k] for k in sorted(id2label, key=int)) if id2label else None
+    if model_type == "audio-spectrogram-transformer":
+        args = ast_args_from_hf_config(config)
+        args.update(_ast_feature_extractor_args(source))
+        return "ast", args, labels
+    if model_type == "patchtst":
+        return "patchtst", patchtst_args_from_hf_config(config), None
+    raise UnknownCheckpointError(
+        f"{source}: config.json is neither a zoo package's nor one zoo knows (timm's hub "
+        f"layout, transformers' AST or PatchTST); model_type={model_type!r}")
+
+
+def _ast_feature_extractor_args(source: Union[str, Path]) -> dict[str, Any]:
+    """Filterbank settings from an HF folder's ``preprocessor_config.json`` when it has one."""
+    text = str(source)
+    if text.startswith("hf-hub:"):
+        repo_id, _, revision = text[len("hf-hub:"):].partition("@")
+        try:
+            path: Optional[Path] = hub.hf_hub_file(repo_id, PREPROCESSOR_FILE, revision or None)
+        except FileNotFoundError:
+            path = None
+    else:
+        path = Path(text).expanduser() / PREPROCESSOR_FILE
+    if path is None or not path.is_file():
+        return {}
+    pre = hub.read_json(path)
+    mapping = {"mean": "mean", "std": "std", "sampling_rate": "sample_rate",
+               "num_mel_bins": "num_mel_bins", "max_length": "target_frames"}
+    return {zoo_key: pre[hf_key] for hf_key, zoo_key in mapping.items() if hf_key in pre}
+
+
+def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], *, source: str = "checkpoint",
+                    allow_missing: Sequence[str] = ()) -> None:
+    """Strict load that names every missing key, unexpected key and shape mismatch."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict and not k.startswith(tuple(allow_missing))]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                             ("shape mismatches", shapes)):
+            if items:
+                shown = ", ".join(items[:8]) + (f" (+{len(items) - 8} more)" if len(items) > 8 else "")
+                parts.append(f"{label}: {shown}")
+        raise CheckpointMismatchError(
+            f"{source} does not fit {type(model).__name__}: " + "; ".join(parts)
+        )
+    model.load_state_dict(state_dict, strict=not allow_missing)

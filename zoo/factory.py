@@ -1,0 +1,149 @@
+"""``create_model``: a registered name (and maybe weights) -> a model ready to use."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import torch
+from torch import nn
+
+import zoo.models  # noqa: F401  (registers the built-in variants)
+from zoo.checkpoint import (CheckpointMismatchError, is_timm_config, is_zoo_package,
+                            load_state_dict, load_weights)
+from zoo.models.base import Forecaster
+from zoo.registry import ModelEntry, ModelNotFoundError, PretrainedCfg, get_entry, list_models
+
+logger = logging.getLogger(__name__)
+
+
+def create_model(name: str, pretrained: Union[bool, str, Path] = False, *,
+                 num_classes: Optional[int] = None,
+                 encoder_from: Union[str, Path, nn.Module, None] = None, **kwargs: Any) -> nn.Module:
+    """Build a registered model, optionally with weights.
+
+    Args:
+        name: ``arch`` or ``arch.tag`` (see :func:`zoo.list_models`).
+        pretrained: False (random init), True (the registry's weights for the tag), or a
+            source: a file (.safetensors, or .pth/.bin/.pt read with ``weights_only=True``), a
+            directory written by :func:`zoo.save` or a peer's folder (timm hub layout, HF
+            ``save_pretrained``), an ``http(s)://`` / ``file://`` URL, or ``hf-hub:org/repo``.
+            timm, HF AST and HF PatchTST checkpoints are converted automatically.
+        num_classes: classifier size. Defaults to the checkpoint's; a different value keeps
+            the backbone and re-initialises the classifier.
+        encoder_from: initialise the shared encoder (and what fits of the front end) from
+            another model, e.g. an image-pretrained ViT for an audio model (the AST recipe):
+            a registered name (its default weights), a weights source as for ``pretrained``,
+            or a zoo model. The head stays freshly initialised.
+        **kwargs: overrides of the variant's arguments, e.g. ``img_size=384``.
+    """
+    if encoder_from is not None and pretrained:
+        raise ValueError("pass either pretrained= or encoder_from=, not both")
+    entry, tag = get_entry(name)
+    cfg = entry.cfg(tag)
+    state_dict, config = None, None
+    if pretrained is True:
+        if not cfg.has_weights:
+            have = list_models(entry.name, pretrained=True)
+            raise ModelNotFoundError(
+                f"model {name!r} has no pretrained weights registered"
+                + (f"; weights exist for: {', '.join(have)}" if have else "")
+                + ". Pass pretrained=<path, URL or hf-hub:org/repo> to load your own."
+            )
+        state_dict, config = load_weights(cfg)
+    elif pretrained:
+        state_dict, config = load_weights(pretrained)
+    package_args: dict[str, Any] = {}
+    if is_zoo_package(config) or (is_timm_config(config) and pretrained is not True):
+        kind = "zoo package" if is_zoo_package(config) else "timm checkpoint"
+        if config["architecture"] != entry.name:
+            raise CheckpointMismatchError(
+                f"{pretrained} holds a {config['architecture']!r} model ({kind}), not "
+                f"{entry.name!r}; use zoo.load({str(pretrained)!r}) or "
+                f"create_model({config['architecture']!r}, ...)"
+            )
+    if is_zoo_package(config):   # a directory written by zoo.save: its own config wins
+        cfg = PretrainedCfg.from_dict(config["pretrained_cfg"])
+        package_args = dict(config["model_args"])
+    args = {**entry.args, **package_args, **kwargs}
+    if entry.modality == "series":
+        if num_classes:
+            raise ValueError(f"{name} is a forecaster: it takes horizon=, not num_classes=")
+        return _create_forecaster(name, entry, cfg, args, state_dict, pretrained)
+    ckpt_classes = _checkpoint_num_classes(state_dict)
+    if num_classes is not None:
+        args["num_classes"] = num_classes
+    elif ckpt_classes is not None:
+        args["num_classes"] = ckpt_classes
+    else:
+        args.setdefault("num_classes", cfg.num_classes)
+    model = entry.builder(**args)
+
+    if state_dict is not None:
+        state_dict = model.adapt_state_dict(state_dict)
+        if ckpt_classes is not None and ckpt_classes != model.num_classes:
+            logger.info("%s: new %d-class classifier replaces the checkpoint's %d classes",
+                        name, model.num_classes, ckpt_classes)
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.fc.")}
+            load_state_dict(model, state_dict, source=str(pretrained), allow_missing=("head.fc.",))
+        else:
+            load_state_dict(model, state_dict, source=str(pretrained))
+
+    if encoder_from is not None:
+        source = _encoder_state_dict(encoder_from)
+        model.init_encoder_from(source)
+        origin = str(encoder_from) if not isinstance(encoder_from, nn.Module) else \
+            getattr(getattr(encoder_from, "pretrained_cfg", None), "name", "a model")
+        logger.info("%s: encoder initialised from %s", name, origin)
+        cfg = replace(cfg, tag="", metrics={}, description=f"encoder initialised from {origin}")
+
+    if model.num_classes != cfg.num_classes:
+        cfg = replace(cfg, num_classes=model.num_classes, labels=None, metrics={})
+    if state_dict is None:   # figures belong to weights: random ones claim none
+        cfg = replace(cfg, metrics={})
+    model.pretrained_cfg = replace(cfg, preprocess={**cfg.preprocess, **model.input_spec()})
+    return model
+
+
+def _create_forecaster(name: str, entry: ModelEntry, cfg: PretrainedCfg, args: dict[str, Any],
+                       state_dict: Optional[dict[str, Any]], source: Any) -> Forecaster:
+    """Build a forecaster; a checkpoint for another horizon keeps all but the head."""
+    model = entry.builder(**args)
+    if state_dict is None:   # figures belong to weights: random ones claim none
+        cfg = replace(cfg, metrics={})
+    else:
+        head = model.head.state_dict()
+        if any(tuple(state_dict.get(f"head.{k}", v).shape) != tuple(v.shape) for k, v in head.items()):
+            logger.info("%s: new horizon-%d head replaces the checkpoint's", name, model.horizon)
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
+            load_state_dict(model, state_dict, source=str(source), allow_missing=("head.",))
+            cfg = replace(cfg, metrics={})
+        else:
+            load_state_dict(model, state_dict, source=str(source))
+    model.pretrained_cfg = replace(cfg, num_classes=0, preprocess={**cfg.preprocess,
+                                                                   **model.input_spec()})
+    return model
+
+
+def _encoder_state_dict(source: Union[str, Path, nn.Module]) -> dict[str, Any]:
+    """A zoo-keyed state dict for ``encoder_from``: a model, a registered name, or a source."""
+    if isinstance(source, nn.Module):
+        return dict(source.state_dict())
+    text = str(source)
+    try:
+        get_entry(text)
+    except ModelNotFoundError:
+        if not (Path(text).expanduser().exists() or "://" in text or text.startswith("hf-hub:")):
+            raise
+        return load_weights(text)[0]
+    return dict(create_model(text, pretrained=True).state_dict())
+
+
+def _checkpoint_num_classes(state_dict: Optional[Mapping[str, torch.Tensor]]) -> Optional[int]:
+    if state_dict is None:
+        return None
+    weight = state_dict.get("head.fc.weight")
+    return int(weight.shape[0]) if weight is not None else 0
+

@@ -1,0 +1,83 @@
+"""Feed-forward networks of a Transformer block: (B, N, D) -> (B, N, D).
+
+``Mlp`` is the classic D -> hidden -> D with an activation in between; ``GatedMlp`` is a
+gated linear unit (Shazeer 2020: SwiGLU with ``act="silu"``, GeGLU with ``"gelu"``):
+``fc2(act(gate) * value)``, where gate and value come from one packed projection ``fc1`` of
+width 2 * hidden, gate first. Checkpoints with the two projections stored apart (timm's
+``SwiGLU``: ``fc1_g``, ``fc1_x``) are packed on conversion: one layout, one matmul.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.layers.drop import Dropout
+
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """OpenAI CLIP's sigmoid approximation of GELU: ``x * sigmoid(1.702 x)``."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU with the tanh approximation (BERT, SigLIP 2's larger towers)."""
+    return F.gelu(x, approximate="tanh")
+
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu, "gelu_tanh": gelu_tanh, "quick_gelu": quick_gelu, "relu": F.relu,
+    "silu": F.silu,
+}
+MLPS = ("mlp", "gated")
+
+
+def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"act must be one of {tuple(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]
+
+
+class Mlp(nn.Module):
+    """D -> hidden -> D: ``fc2(drop(act(fc1(x))))``, then dropout."""
+
+    def __init__(self, dim: int, hidden_dim: int, *, act: str = "gelu", bias: bool = True,
+                 drop: float = 0.0) -> None:
+        super().__init__()
+        self.act_name = act
+        self.act = activation(act)
+        self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
+        self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
+        self.drop = Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+    def extra_repr(self) -> str:
+        return f"act={self.act_name}"
+
+
+class GatedMlp(Mlp):
+    """D -> (gate, value) of width ``hidden_dim`` each -> ``act(gate) * value`` -> D."""
+
+    def __init__(self, dim: int, hidden_dim: int, *, act: str = "silu", bias: bool = True,
+                 drop: float = 0.0) -> None:
+        super().__init__(dim, hidden_dim, act=act, bias=bias, drop=drop)
+        self.fc1 = nn.Linear(dim, 2 * hidden_dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, value = self.fc1(x).chunk(2, dim=-1)
+        return self.drop(self.fc2(self.drop(self.act(gate) * value)))
+
+
+def make_mlp(kind: str, dim: int, hidden_dim: int, *, act: str, bias: bool = True,
+             drop: float = 0.0) -> Mlp:
+    """``mlp`` (:class:`Mlp`) or ``gated`` (:class:`GatedMlp`)."""
+    if kind == "mlp":
+        return Mlp(dim, hidden_dim, act=act, bias=bias, drop=drop)
+    if kind == "gated":
+        return GatedMlp(dim, hidden_dim, act=act, bias=bias, drop=drop)
+    raise ValueError(f"mlp must be one of {MLPS}, got {kind!r}")
