@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -9,6 +10,22 @@ from typing import Optional
 
 import pytest
 import torch
+
+
+def hf_cache_repo(hub_dir: Path, repo_id: str, files: dict[str, bytes]) -> str:
+    """Lay ``files`` out as huggingface_hub caches a download of ``repo_id`` at ``main``:
+    blobs named by content hash, a snapshot of symlinks, and refs/main naming the commit."""
+    repo = hub_dir / ("models--" + repo_id.replace("/", "--"))
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "blobs").mkdir()
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    for name, data in files.items():
+        blob = hashlib.sha256(data).hexdigest()
+        (repo / "blobs" / blob).write_bytes(data)
+        (repo / "snapshots" / commit / name).symlink_to(Path("..") / ".." / "blobs" / blob)
+    return commit
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import zoo
-from tests.conftest import fill_with_noise
+from tests.conftest import fill_with_noise, hf_cache_repo
 from zoo.convert import to_zoo_state_dict
 from zoo.convert.hf_ast import ast_args_from_hf_config, convert_hf_ast
 from zoo.checkpoint import CheckpointMismatchError
@@ -210,13 +210,11 @@ def test_hf_ast_from_an_hf_hub_repo_offline(isolated_caches, monkeypatch, tmp_pa
     """A hub repo as MIT publishes AST (HF config.json + 4.x-layout weights), read offline."""
     import json
 
-    from tests.test_hub import _hf_cache_repo
-
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hf, cfg = _hf_ast(seed=3)
     weights = tmp_path / "model.safetensors"
     save_file({k: v.contiguous() for k, v in _to_v4_layout(hf.state_dict()).items()}, str(weights))
-    _hf_cache_repo(isolated_caches.hub, "mit/ast-tiny-test", {
+    hf_cache_repo(isolated_caches.hub, "mit/ast-tiny-test", {
         "model.safetensors": weights.read_bytes(),
         "config.json": json.dumps(cfg.to_dict()).encode()})
     model = zoo.create_model("ast_base", pretrained="hf-hub:mit/ast-tiny-test",

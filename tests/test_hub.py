@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 import zoo
+from tests.conftest import hf_cache_repo
 from zoo import hub
 
 pytestmark = pytest.mark.usefixtures("one_thread", "isolated_caches")
@@ -110,22 +111,6 @@ def test_create_model_from_file_url(isolated_caches, tmp_path):
 
 # --- Hugging Face hub cache ---------------------------------------------------------------------
 
-def _hf_cache_repo(hub_dir: Path, repo_id: str, files: dict[str, bytes]) -> str:
-    """Lay ``files`` out as huggingface_hub caches a download of ``repo_id`` at ``main``:
-    blobs named by content hash, a snapshot of symlinks, and refs/main naming the commit."""
-    repo = hub_dir / ("models--" + repo_id.replace("/", "--"))
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    (repo / "blobs").mkdir()
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    for name, data in files.items():
-        blob = hashlib.sha256(data).hexdigest()
-        (repo / "blobs" / blob).write_bytes(data)
-        (repo / "snapshots" / commit / name).symlink_to(Path("..") / ".." / "blobs" / blob)
-    return commit
-
-
 @pytest.fixture
 def hf_offline(isolated_caches, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -136,7 +121,7 @@ def test_hf_hub_plain_weights(hf_offline, tmp_path):
     torch.manual_seed(0)
     source = zoo.create_model("vit_tiny_patch4_32").eval()  # the variant as registered
     data = _save(source, tmp_path / "model.safetensors").read_bytes()
-    commit = _hf_cache_repo(hf_offline, "org/repo", {"model.safetensors": data})
+    commit = hf_cache_repo(hf_offline, "org/repo", {"model.safetensors": data})
     for spec in ("hf-hub:org/repo", f"hf-hub:org/repo@{commit}"):
         model = zoo.create_model("vit_tiny_patch4_32", pretrained=spec).eval()
         state = model.state_dict()
@@ -148,7 +133,7 @@ def test_hf_hub_plain_weights(hf_offline, tmp_path):
 def test_hf_hub_zoo_package(hf_offline, tmp_path):
     source = _small_model("vit_tiny_patch4_32", num_classes=3)
     package = zoo.save(source, tmp_path / "pkg")
-    _hf_cache_repo(hf_offline, "org/pkg",
+    hf_cache_repo(hf_offline, "org/pkg",
                    {f.name: f.read_bytes() for f in package.iterdir()})
     for model in (zoo.load("hf-hub:org/pkg"),
                   zoo.create_model("vit_tiny_patch4_32", pretrained="hf-hub:org/pkg")):
@@ -161,7 +146,7 @@ def test_registered_weights_resolve_through_the_hf_cache(hf_offline, timm_vit, t
     reference = timm_vit("vit_tiny_patch16_224")
     data = _save(reference, tmp_path / "model.safetensors").read_bytes()
     timm_config = json.dumps({"architecture": "vit_tiny_patch16_224", "num_classes": 1000})
-    _hf_cache_repo(hf_offline, "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+    hf_cache_repo(hf_offline, "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k",
                    {"model.safetensors": data, "config.json": timm_config.encode()})
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

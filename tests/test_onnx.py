@@ -72,6 +72,28 @@ def test_graph_io_and_metadata(exported, modality: str) -> None:
     assert preprocess == json.loads(json.dumps(dict(model.pretrained_cfg.preprocess)))
 
 
+# One name per block / position / head kind the image families add (tiny: 2 blocks, 32 wide)
+FAMILIES = ["vit_small_patch14_reg4_dinov2",     # registers, positions for patches only
+            "vit_base_patch16_siglip_224",       # attention-pool head
+            "vit_base_patch16_xp_224",           # parallel blocks, RMSNorm, q/k norms, input norm
+            "vit_small_patch16_18x2_224",        # parallel branches
+            "vit_base_patch16_rpn_224",          # res-post-norm blocks
+            "vit_small_patch16_rope_mixed_224",  # learned rotary frequencies, one table per block
+            "vit_small_plus_patch16_dinov3",     # centred rotary positions, SwiGLU
+            "vit_pe_core_tiny_patch16_384"]      # rotary on a reference grid, pool over all tokens
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_image_family_exports_and_matches(name: str, tmp_path: Path, one_thread) -> None:
+    patch = zoo.registry.get_entry(name)[0].args["patch_size"]
+    torch.manual_seed(0)
+    model = zoo.create_model(name, depth=2, embed_dim=32, num_heads=2, mlp_hidden=None,
+                             img_size=3 * patch, num_classes=5)
+    path = export_onnx(model, tmp_path / f"{name}.onnx")
+    for batch in (1, 3):
+        assert check_onnx(model, path, example_input(model, batch, seed=batch)) < 1e-4
+
+
 def test_audio_input_is_the_models_filterbank(exported) -> None:
     """The documented deployment path: waveform -> model.filterbank in PyTorch -> ONNX."""
     model, path = exported["audio"]

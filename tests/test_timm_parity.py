@@ -17,7 +17,7 @@ from zoo.models.vit_families import timm_names
 from zoo.registry import get_entry, refused_models
 
 timm = pytest.importorskip("timm")
-from conftest import timm_model  # noqa: E402
+from tests.conftest import timm_model  # noqa: E402
 from timm.layers import resample_abs_pos_embed  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -68,8 +68,28 @@ def is_timm_config(config: Optional[Mapping[str, Any]]) -> bool:
     return config is not None and "architecture" in config and not is_zoo_package(config)
 
 
-# timm hub configs may carry the model arguments a weight was built with; these map 1:1
-_TIMM_MODEL_ARGS = ("img_size", "in_chans", "num_classes", "global_pool")
+# timm hub configs may carry the arguments a weight was built with (``model_args``): these
+# mean the same in zoo's VisionTransformer, or map to another name, or do not apply (zoo's image
+# front end always accepts other input sizes)
+_TIMM_SAME_ARGS = ("img_size", "patch_size", "in_chans", "num_classes", "global_pool", "embed_dim",
+                   "depth", "num_heads", "mlp_ratio", "qkv_bias", "qk_norm", "class_token",
+                   "reg_tokens", "no_embed_class", "final_norm", "fc_norm", "drop_rate",
+                   "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate")
+_TIMM_RENAMED_ARGS = {"init_values": "layer_scale_init"}
+_TIMM_IGNORED_ARGS = ("dynamic_img_size", "dynamic_img_pad")
+
+
+def _timm_model_args(model_args: Mapping[str, Any], source: Union[str, Path]) -> dict[str, Any]:
+    args = {}
+    for key, value in model_args.items():
+        if key in _TIMM_IGNORED_ARGS:
+            continue
+        if key not in _TIMM_SAME_ARGS and key not in _TIMM_RENAMED_ARGS:
+            raise UnknownCheckpointError(
+                f"{source}: timm model_args {key!r} has no zoo equivalent; known: "
+                f"{sorted(_TIMM_SAME_ARGS + tuple(_TIMM_RENAMED_ARGS))}")
+        args[_TIMM_RENAMED_ARGS.get(key, key)] = tuple(value) if isinstance(value, list) else value
+    return args
 
 
 def peer_model_spec(config: Mapping[str, Any], source: Union[str, Path]
@@ -78,16 +98,11 @@ def peer_model_spec(config: Mapping[str, Any], source: Union[str, Path]
     timm's hub layout, or transformers' ``ASTForAudioClassification`` /
     ``PatchTSTForPrediction``."""
     if is_timm_config(config):
-        args = {"num_classes": int(config["num_classes"])} if "num_classes" in config else {}
-        extra = dict(config.get("model_args") or {})
-        unknown = sorted(set(extra) - set(_TIMM_MODEL_ARGS))
-        if unknown:
-            raise UnknownCheckpointError(
-                f"{source}: timm model_args {unknown} have no zoo equivalent; known: "
-                f"{list(_TIMM_MODEL_ARGS)}")
-        args.update(extra)
-        labels = config.get("label_names")
         arch = str(config["architecture"])
+        get_entry(arch)   # an architecture zoo does not build is refused first, with the reason
+        args = {"num_classes": int(config["num_classes"])} if "num_classes" in config else {}
+        args.update(_timm_model_args(config.get("model_args") or {}, source))
+        labels = config.get("label_names")
         tag = (config.get("pretrained_cfg") or {}).get("tag")
         try:   # the registered weights' cfg (preprocessing, labels, license) when zoo has it
             name = f"{arch}.{tag}" if tag and get_entry(f"{arch}.{tag}") else arch

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo.models.base import TokenModel
 from zoo.package import __version__, _jsonable
 
 logger = logging.getLogger(__name__)
@@ -77,8 +78,6 @@ class _Graph(nn.Module):
 
 
 def _check_model(model: nn.Module) -> str:
-    from zoo.models.base import TokenModel
-
     if not isinstance(model, TokenModel):
         raise ValueError(f"expected a zoo model (made by zoo.create_model / zoo.load), got "
                          f"{type(model).__name__}")

@@ -19,6 +19,9 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from zoo.data.audio import AUDIO_SUFFIXES, load_audio
+from zoo.data.images import eval_transform, preprocess_settings, resolve_labels
+
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -26,8 +29,6 @@ ON_ERROR = ("raise", "skip")
 
 
 def _suffixes(model: nn.Module) -> tuple[str, ...]:
-    from zoo.data.audio import AUDIO_SUFFIXES
-
     return AUDIO_SUFFIXES if getattr(model, "modality", "") == "audio" else IMAGE_SUFFIXES
 
 
@@ -64,16 +65,12 @@ class _Reader:
         if self.audio:
             self.config = model.fbank_config
         else:
-            from zoo.data.images import eval_transform, preprocess_settings
-
             preprocess = model.pretrained_cfg.preprocess
             self.transform = eval_transform(preprocess["input_size"][-1],
                                             **preprocess_settings(preprocess))
 
     def __call__(self, path: Path) -> torch.Tensor:
         if self.audio:
-            from zoo.data.audio import load_audio
-
             wave, _ = load_audio(path, sample_rate=self.config.sample_rate)
             if wave.numel() < self.config.frame_length:
                 raise ValueError(f"{path}: {wave.numel()} samples at {self.config.sample_rate} Hz "
@@ -102,8 +99,6 @@ def predict_files(model: nn.Module, paths: Sequence[Path], *, batch_size: int = 
     """Top-``top_k`` labels of each file, in order: dicts with ``path``, ``label``,
     ``probability`` and ``top_k`` ([(label, probability), ...]), or ``error`` (skipped)."""
     from tqdm.auto import tqdm
-
-    from zoo.data.images import resolve_labels
 
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Optional, Union
 
+from zoo.hub import zoo_home
+
 
 def data_root(configured: Optional[Union[str, Path]] = None) -> Path:
     """Where datasets live: the config's value, else ``$ZOO_DATA``, else ``~/.cache/zoo/data``."""
@@ -13,5 +15,4 @@ def data_root(configured: Optional[Union[str, Path]] = None) -> Path:
         return Path(configured).expanduser()
     if os.environ.get("ZOO_DATA"):
         return Path(os.environ["ZOO_DATA"]).expanduser()
-    from zoo.hub import zoo_home
     return zoo_home() / "data"
