@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from recipes.data import SplitDataModule
 from zoo.data import data_root
-from zoo.data.images import (DigitsDataset, eval_transform, image_folder_splits,
+from zoo.data.images import (DigitsDataset, eval_transform, image_folder_splits, preprocess_settings,
                              random_affine, train_transform)
 
 class ImageDataModule(SplitDataModule):
@@ -40,10 +40,9 @@ class ImageDataModule(SplitDataModule):
             self.test_set = DigitsDataset("test", img_size=self.img_size, **norm)
             self.classes = self.train_set.classes
             return
-        interp = self.preprocess.get("interpolation", "bicubic")
-        eval_tf = eval_transform(self.img_size, interpolation=interp,
-                                 crop_pct=self.preprocess.get("crop_pct", 1.0), **norm)
-        train_tf = (train_transform(self.img_size, interpolation=interp, **norm)
+        settings = preprocess_settings(self.preprocess)
+        eval_tf = eval_transform(self.img_size, **settings)
+        train_tf = (train_transform(self.img_size, interpolation=settings["interpolation"], **norm)
                     if self.augment else eval_tf)
         root = data_root(self.root)
         self.train_set, self.val_set, self.test_set, self.classes = image_folder_splits(

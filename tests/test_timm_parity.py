@@ -257,3 +257,26 @@ def test_mismatched_checkpoint_names_the_key(edit, key, timm_vit, tmp_path):
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     with pytest.raises(zoo.CheckpointMismatchError, match=key.replace(".", r"\.")):
         zoo.create_model("vit_tiny_patch16_224", pretrained=path, **SMALL)
+
+
+@pytest.mark.parametrize("name", ["vit_base_patch16_224.augreg2_in21k_ft_in1k",      # crop 0.9
+                                  "vit_small_patch14_reg4_dinov2.lvd142m",           # 518, ImageNet stats
+                                  "vit_base_patch16_clip_384.openai_ft_in1k"])       # squash
+def test_weights_carry_timms_evaluation_preprocessing(name):
+    """A tag's cfg gives timm's own eval transform (resize, crop mode, mean / std): on a
+    non-square image the pixels agree up to resampling rounding (PIL vs torch kernels)."""
+    import numpy as np
+    from PIL import Image
+
+    from zoo.data.images import eval_transform, preprocess_settings
+
+    image = Image.fromarray((np.random.RandomState(0).rand(300, 200, 3) * 255).astype("uint8"))
+    arch, _, tag = name.partition(".")
+    cfg = get_entry(name)[0].cfg(tag)
+    ours = eval_transform(cfg.preprocess["input_size"][-1], **preprocess_settings(cfg.preprocess))
+    with torch.device("meta"):
+        reference = timm.create_model(name, pretrained=False)
+    theirs = timm.data.create_transform(**timm.data.resolve_data_config(model=reference))
+    a, b = ours(image), theirs(image)
+    assert a.shape == b.shape == (3, *cfg.preprocess["input_size"][1:])
+    assert (a - b).abs().mean().item() < 1e-3

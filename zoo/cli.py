@@ -49,8 +49,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         if entry.modality == "series":
             what = ("  columns", ", ".join(w.labels or ()) or "any")
         else:
-            what = ("  classes", f"{w.num_classes} "
-                    f"({w.labels if isinstance(w.labels, str) else 'custom'})")
+            kind = "features only" if w.num_classes == 0 else \
+                w.labels if isinstance(w.labels, str) else "custom"
+            what = ("  classes", f"{w.num_classes} ({kind})")
         rows += [(f"weights {w.tag}{default}", source or "-"), what,
                  ("  license", w.license or "not stated"), ("  sha256", w.sha256 or "not pinned")]
         rows += [(f"  {k}", str(v)) for k, v in w.metrics.items()]

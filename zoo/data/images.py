@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -26,13 +27,22 @@ def _interpolation(name: str) -> InterpolationMode:
         raise ValueError(f"unknown interpolation {name!r}; use bilinear, bicubic or nearest") from None
 
 
+CROP_MODES = ("center", "squash")
+
+
 def eval_transform(img_size: int, *, mean: Sequence[float], std: Sequence[float],
-                   interpolation: str = "bicubic", crop_pct: float = 1.0) -> Callable:
-    """PIL image -> normalised (3, S, S) tensor: resize the short side to S / crop_pct, centre crop."""
-    resize = int(round(img_size / crop_pct))
+                   interpolation: str = "bicubic", crop_pct: float = 1.0,
+                   crop_mode: str = "center") -> Callable:
+    """PIL image -> normalised (3, S, S) tensor, as timm evaluates: ``center`` resizes the
+    short side to floor(S / crop_pct) and centre-crops S x S; ``squash`` resizes both sides to
+    floor(S / crop_pct), aspect ratio not kept (SigLIP 2), then centre-crops."""
+    if crop_mode not in CROP_MODES:
+        raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}")
+    resize = math.floor(img_size / crop_pct)
     return v2.Compose([
         v2.ToImage(), v2.RGB(),
-        v2.Resize(resize, interpolation=_interpolation(interpolation), antialias=True),
+        v2.Resize(resize if crop_mode == "center" else (resize, resize),
+                  interpolation=_interpolation(interpolation), antialias=True),
         v2.CenterCrop(img_size), v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(mean=list(mean), std=list(std)),
     ])
@@ -52,11 +62,12 @@ def train_transform(img_size: int, *, mean: Sequence[float], std: Sequence[float
 
 
 def preprocess_settings(cfg_preprocess: Mapping[str, Any]) -> dict[str, Any]:
-    """mean / std / interpolation / crop_pct from a pretrained cfg's ``preprocess``."""
+    """mean / std / interpolation / crop_pct / crop_mode from a pretrained cfg's ``preprocess``."""
     return dict(mean=tuple(cfg_preprocess.get("mean", (0.5, 0.5, 0.5))),
                 std=tuple(cfg_preprocess.get("std", (0.5, 0.5, 0.5))),
                 interpolation=cfg_preprocess.get("interpolation", "bicubic"),
-                crop_pct=float(cfg_preprocess.get("crop_pct", 1.0)))
+                crop_pct=float(cfg_preprocess.get("crop_pct", 1.0)),
+                crop_mode=cfg_preprocess.get("crop_mode", "center"))
 
 
 # --- scikit-learn digits ----------------------------------------------------------------------
