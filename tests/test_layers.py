@@ -13,7 +13,7 @@ from zoo.encoder import BlockConfig, Encoder, EncoderConfig, make_block
 from zoo.layers import (Attention, AttentionPool, AxialRotary2d, GatedMlp, MixedRotary2d, Rotary1d,
                         apply_rotary, make_mlp, make_norm, record_attention)
 from zoo.layers.mlp import gelu_tanh, quick_gelu
-from zoo.layers.pos_embed import grid_coordinates
+from zoo.layers.pos_embed import grid_coordinates, rotary_table
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -94,7 +94,6 @@ def test_apply_rotary_rotates_each_pair_by_its_angle(layout):
     table = Rotary1d(4, layout=layout).table(1)           # angle 0 rows: the identity
     x = _x(1, 1, 1, 4)
     assert torch.equal(apply_rotary(x, table), x)
-    from zoo.layers.pos_embed import rotary_table
     turned = apply_rotary(x, rotary_table(angles, layout=layout))[0, 0, 0]
     pairs = [(0, 1), (2, 3)] if layout == "interleaved" else [(0, 2), (1, 3)]
     for (i, j), a in zip(pairs, angles[0]):

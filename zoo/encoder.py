@@ -24,7 +24,7 @@ come from :func:`zoo.layers.record_attention`, not from return values.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Optional, Sequence, Union
+from typing import Optional
 
 import torch
 from torch import nn
@@ -34,10 +34,9 @@ from zoo.layers.attention import QK, Attention
 from zoo.layers.drop import DropPath, LayerScale
 from zoo.layers.mlp import ACTIVATIONS, MLPS, make_mlp
 from zoo.layers.norm import NORMS, make_norm
-from zoo.layers.pos_embed import RotaryTable
+from zoo.layers.pos_embed import Rope, RotaryTable
 
 PLACEMENTS = ("pre", "post", "sandwich", "res_post", "parallel")
-Rope = Union[None, RotaryTable, Sequence[RotaryTable]]   # one table, or one per block
 
 
 @dataclass(frozen=True)
@@ -167,32 +166,23 @@ class TwoBranchBlock(nn.Module):
         self.ls2 = _scale(config)
         self.drop_path2 = DropPath(drop_path)
 
-    def attend(self, x: torch.Tensor, mask: Optional[torch.Tensor], rope: Optional[RotaryTable],
-               prev_qk: Optional[QK]) -> tuple[torch.Tensor, Optional[QK]]:
-        """The attention branch's output, layer-scaled and drop-pathed."""
-        y, qk = self.attn(x, mask, rope, prev_qk)
-        return self.drop_path1(self.ls1(y)), qk
-
-    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop_path2(self.ls2(self.mlp(x)))
-
 
 class PreNormBlock(TwoBranchBlock):
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 rope: Optional[RotaryTable] = None, prev_qk: Optional[QK] = None
                 ) -> tuple[torch.Tensor, Optional[QK]]:
-        y, qk = self.attend(self.norm1(x), mask, rope, prev_qk)
-        x = x + y
-        return x + self.feed_forward(self.norm2(x)), qk
+        y, qk = self.attn(self.norm1(x), mask, rope, prev_qk)
+        x = x + self.drop_path1(self.ls1(y))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x)))), qk
 
 
 class PostNormBlock(TwoBranchBlock):
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 rope: Optional[RotaryTable] = None, prev_qk: Optional[QK] = None
                 ) -> tuple[torch.Tensor, Optional[QK]]:
-        y, qk = self.attend(x, mask, rope, prev_qk)
-        x = self.norm1(x + y)
-        return self.norm2(x + self.feed_forward(x)), qk
+        y, qk = self.attn(x, mask, rope, prev_qk)
+        x = self.norm1(x + self.drop_path1(self.ls1(y)))
+        return self.norm2(x + self.drop_path2(self.ls2(self.mlp(x)))), qk
 
 
 class ResPostNormBlock(TwoBranchBlock):

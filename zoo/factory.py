@@ -56,6 +56,8 @@ def create_model(name: str, pretrained: Union[bool, str, Path] = False, *,
     elif pretrained:
         state_dict, config = load_weights(pretrained)
     package_args: dict[str, Any] = {}
+    # a folder's own architecture must be the one asked for (registered timm weights may be
+    # shared between names: the QuickGELU CLIP names read the plain CLIP repos)
     if is_zoo_package(config) or (is_timm_config(config) and pretrained is not True):
         kind = "zoo package" if is_zoo_package(config) else "timm checkpoint"
         if config["architecture"] != entry.name:

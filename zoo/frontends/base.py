@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from zoo.encoder import Rope
+from zoo.layers.pos_embed import Rope
 
 
 class FrontEnd(nn.Module):

@@ -18,10 +18,9 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from zoo.encoder import Rope
 from zoo.frontends.base import FrontEnd
 from zoo.layers.drop import Dropout
-from zoo.layers.pos_embed import resample_pos_embed
+from zoo.layers.pos_embed import Rope, resample_pos_embed
 
 Size = Union[int, tuple[int, int]]
 POS_EMBEDS = ("learned", "none")

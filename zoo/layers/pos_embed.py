@@ -13,7 +13,7 @@ register) take angle 0 (sin 0, cos 1): they are not rotated.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +71,11 @@ class RotaryTable(NamedTuple):
     sin: torch.Tensor
     cos: torch.Tensor
     interleaved: bool
+
+
+# what a front end hands the encoder: no rotary positions, one table for every block, or a
+# list of one table per block (learned per-block frequencies)
+Rope = Union[None, RotaryTable, list[RotaryTable]]
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
