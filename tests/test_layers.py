@@ -325,3 +325,17 @@ def test_encoder_input_norm_and_per_block_rotary_tables():
     out = enc(x, rope=rope.table((2, 2)))
     out.square().sum().backward()
     assert rope.freqs.grad is not None and rope.freqs.grad.abs().sum() > 0
+
+
+def test_the_readme_encoder_example_runs():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## The shared encoder"):]
+    code = section[section.index("```python") + len("```python"):]
+    namespace: dict = {}
+    exec(compile(code[: code.index("```")], "README.md (The shared encoder)", "exec"), namespace)
+    assert namespace["y"].shape == (2, 50, 256)
+    maps = namespace["maps"]
+    assert len(maps) == 4 and maps[0].shape == (2, 4, 50, 50)
+    assert torch.all(maps[0][..., 0, 1:] == 0)          # causal: the first token sees only itself
