@@ -24,7 +24,6 @@ from zoo.frontends.audio import FbankConfig, Filterbank
 logger = logging.getLogger("zoo.recipes")
 
 AUDIO_DATASETS = ("fsdd", "audiofolder")
-SILENCE_PEAK = 1e-4   # a clip whose peak is below this (-80 dBFS) is reported as silent
 
 
 def compute_filterbanks(waveforms: Sequence[torch.Tensor], config: FbankConfig, *,
@@ -32,8 +31,8 @@ def compute_filterbanks(waveforms: Sequence[torch.Tensor], config: FbankConfig, 
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mono clips (S_i,) at ``config.sample_rate`` -> filterbanks (N, T, F) and valid frames (N,).
 
-    Clips shorter than one frame are padded with silence and silent clips are kept; both are
-    logged with the clip's name, since either usually means a bad recording.
+    Clips shorter than one frame are padded with silence, logged with the clip's name (silent
+    clips are kept; :func:`zoo.data.audio.load_audio` reports them).
     """
     filterbank = Filterbank(config)
     names = list(names) if names is not None else [f"clip {i}" for i in range(len(waveforms))]
@@ -43,8 +42,6 @@ def compute_filterbanks(waveforms: Sequence[torch.Tensor], config: FbankConfig, 
             logger.warning("%s: %d samples, shorter than one %g ms frame; padded with silence",
                            name, wave.numel(), config.frame_length_ms)
             wave = torch.nn.functional.pad(wave, (0, config.frame_length - wave.numel()))
-        if wave.abs().max() < SILENCE_PEAK:
-            logger.warning("%s: the clip is silent (peak below %.0e)", name, SILENCE_PEAK)
         clips.append(wave)
     features, valid = [], []
     for start in range(0, len(clips), chunk):
@@ -100,6 +97,8 @@ class AudioDataModule(SplitDataModule):
     def _tensors(self, items: Sequence[tuple[Path, int]]) -> TensorDataset:
         paths = [p for p, _ in items]
         waves, kept = load_clips(paths, sample_rate=self.fbank.sample_rate, on_error=self.on_error)
+        loaded = set(kept)
+        self.skipped += [str(p) for i, p in enumerate(paths) if i not in loaded]
         if not waves:
             raise ValueError(f"none of the {len(paths)} audio files could be read")
         features, valid = compute_filterbanks(waves, self.fbank, names=[str(paths[i]) for i in kept])

@@ -23,6 +23,7 @@ class SplitDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.train_set = self.val_set = self.test_set = None
         self.classes: list[str] = []
+        self.skipped: list[str] = []     # unreadable input files left out (data.on_error=skip)
 
     @property
     def num_classes(self) -> int:

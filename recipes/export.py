@@ -22,6 +22,7 @@ import zoo
 from recipes.classification import Classifier, read_recipe_checkpoint
 from recipes.config import RecipeConfig, load_config
 from recipes.forecasting import Forecaster
+from zoo.package import package_writer, write_package
 
 logger = logging.getLogger("zoo.recipes")
 
@@ -199,22 +200,24 @@ def export_checkpoint(ckpt: Union[str, Path], out_dir: Union[str, Path], *,
     name = model.pretrained_cfg.name
     card = render_card(name=name, model=model, metrics=metrics, run=run, config=recipe,
                        config_text=config_path.read_text(), num_test=num_test)
-    out_dir = zoo.save(model, out_dir, card=card)
-    if half:
-        half_precision_copy(out_dir / "model.safetensors", out_dir / "model.safetensors")
+    out_dir = Path(out_dir)
     written = {"name": name, "package": str(out_dir), "metrics": metrics}
-    if fmt == "onnx":
-        written.update(export_onnx_file(model, out_dir / "model.onnx"))
+    with package_writer(out_dir) as staging:   # the whole package appears at once, or nothing
+        write_package(model, staging, card=card)
+        if half:
+            half_precision_copy(staging / "model.safetensors", staging / "model.safetensors")
+        if fmt == "onnx":
+            written.update(export_onnx_file(model, staging / "model.onnx", out_dir / "model.onnx"))
     return written
 
 
-def export_onnx_file(model: nn.Module, path: Path) -> dict[str, Any]:
-    """``model.onnx`` beside the package, checked against PyTorch at another batch size when
-    onnxruntime is installed."""
+def export_onnx_file(model: nn.Module, path: Path, final: Path) -> dict[str, Any]:
+    """``model.onnx`` at ``path`` (a package being written, to end up at ``final``), checked
+    against PyTorch at another batch size when onnxruntime is installed."""
     from zoo.onnx_export import check_onnx, example_input, export_onnx
 
     export_onnx(model, path)
-    result: dict[str, Any] = {"onnx": str(path)}
+    result: dict[str, Any] = {"onnx": str(final)}
     try:
         result["onnx_max_abs_diff"] = check_onnx(model, path, example_input(model, 3, seed=1))
     except ImportError:
@@ -228,11 +231,13 @@ def export_model(spec: str, out_dir: Union[str, Path], *, fmt: str = "package") 
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     path = Path(spec)
     model = zoo.load(path) if path.is_dir() else zoo.create_model(spec, pretrained=True)
-    out_dir = zoo.save(model.eval(), out_dir)
+    out_dir = Path(out_dir)
     written = {"name": model.pretrained_cfg.name, "package": str(out_dir),
                "metrics": dict(model.pretrained_cfg.metrics)}
-    if fmt == "onnx":
-        written.update(export_onnx_file(model, out_dir / "model.onnx"))
+    with package_writer(out_dir) as staging:
+        write_package(model.eval(), staging)
+        if fmt == "onnx":
+            written.update(export_onnx_file(model, staging / "model.onnx", out_dir / "model.onnx"))
     return written
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 
 import zoo
 from recipes.audio import AudioDataModule
-from recipes.classification import Classifier
+from recipes.classification import Classifier, read_recipe_checkpoint
 from recipes.config import ConfigError, RecipeConfig, load_config, save_config
 from recipes.fault_tolerance import AtomicCheckpointIO, TrainingState
 from recipes.forecasting import Forecaster
@@ -84,7 +85,8 @@ def build_datamodule(config: RecipeConfig) -> L.LightningDataModule:
     img_size = d.img_size or config.model.kwargs.get("img_size") or preprocess["input_size"][-1]
     dm = ImageDataModule(dataset=d.dataset, img_size=int(img_size), preprocess=preprocess,
                          root=d.root, batch_size=d.batch_size, num_workers=d.num_workers,
-                         val_fraction=d.val_fraction, augment=d.augment, seed=config.seed)
+                         val_fraction=d.val_fraction, augment=d.augment, on_error=d.on_error,
+                         seed=config.seed)
     dm.setup("fit")
     return dm
 
@@ -199,7 +201,8 @@ def resume_checkpoint(config: RecipeConfig, resume: Union[bool, str, Path]) -> O
     path = run_dir / "checkpoints" / "last.ckpt" if resume is True else Path(resume)
     if not path.is_file():
         if resume is True:
-            logger.info("no checkpoint in %s to resume from: starting afresh", path.parent)
+            logger.warning("--resume: no checkpoint in %s to resume from, starting afresh",
+                           path.parent)
             return None
         raise FileNotFoundError(f"no checkpoint at {path} to resume from")
     saved = run_dir / "config.yaml"
@@ -216,15 +219,58 @@ def resume_checkpoint(config: RecipeConfig, resume: Union[bool, str, Path]) -> O
     return path
 
 
+RUN_FILES = ("config.yaml", "metrics.json", "checkpoints", "logs", "tensorboard")
+
+
+def _first_process() -> bool:
+    """True unless this is a further process of a distributed run (Lightning, torchrun and
+    SLURM set these), which must not judge the run directory its first process has begun."""
+    return all(int(os.environ.get(var, "0") or 0) == 0
+               for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def claim_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> Optional[Path]:
+    """Make sure a new run may write into ``run_dir``; a run's config, checkpoints, metrics and
+    logs always belong together, and nothing the user made is written over.
+
+    A new or empty folder is fine; so is an earlier run with ``resume``. An earlier run without
+    it is refused, or with ``overwrite`` moved aside whole to ``<run_dir>.replaced-<time>``
+    (returned). A non-empty folder that is not a zoo run is always refused.
+    """
+    if not run_dir.is_dir() or not any(run_dir.iterdir()) or not _first_process():
+        return None
+    entries = sorted(p.name for p in run_dir.iterdir())
+    if not any(name in RUN_FILES for name in entries):
+        raise ConfigError(f"output_dir {run_dir} is a non-empty folder that is not a zoo run "
+                          f"(it holds {', '.join(entries[:5])}); choose another output_dir")
+    if resume:
+        return None
+    if overwrite:
+        moved = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.rename(run_dir, moved)
+        logger.warning("--overwrite: the earlier run in %s was moved to %s", run_dir, moved)
+        return moved
+    state = "finished" if (run_dir / "metrics.json").is_file() else "started"
+    raise ConfigError(
+        f"output_dir {run_dir} already holds a {state} run; nothing was changed. --resume "
+        f"continues it, --overwrite moves it to {run_dir.name}.replaced-<time> and starts "
+        "afresh, or output_dir=<another folder> starts a new run beside it")
+
+
 def train(config: RecipeConfig, command: Optional[str] = None,
-          resume: Union[bool, str, Path] = False) -> dict[str, Any]:
+          resume: Union[bool, str, Path] = False, overwrite: bool = False) -> dict[str, Any]:
     """Fit, then test the best checkpoint; returns (and writes) the run's metrics.
 
     ``resume``: True continues from the run directory's ``last.ckpt`` if there is one, a path
-    from that checkpoint (see :func:`resume_checkpoint`).
+    from that checkpoint (see :func:`resume_checkpoint`). A run directory that holds an earlier
+    run is refused unless ``resume`` or ``overwrite`` (see :func:`claim_run_dir`).
     """
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in output_dir, --overwrite replaces it: "
+                          "pass one of them")
     L.seed_everything(config.seed, workers=True)
     run_dir = Path(config.output_dir)
+    claim_run_dir(run_dir, resume=bool(resume), overwrite=overwrite)
     ckpt_path = resume_checkpoint(config, resume)
     dm = build_datamodule(config)
     module = build_module(config, dm)
@@ -250,10 +296,30 @@ def train(config: RecipeConfig, command: Optional[str] = None,
               "command": command or " ".join(sys.argv), "device": str(trainer.strategy.root_device),
               "torch_threads": torch.get_num_threads(), "world_size": trainer.world_size,
               "resumed_from": str(ckpt_path) if ckpt_path else None,
+              "skipped_files": list(getattr(dm, "skipped", [])),
               "date": time.strftime("%Y-%m-%d")}
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def checkpoint_task(ckpt: Union[str, Path]) -> tuple[str, str]:
+    """(task, model name) a recipe checkpoint was trained for."""
+    hparams = read_recipe_checkpoint(ckpt)["hyper_parameters"]
+    name = hparams.get("model_name", "?")
+    if "num_channels" in hparams:
+        return "forecasting", name
+    modality = zoo.registry.get_entry(name)[0].modality
+    return f"{modality}_classification", name
+
+
+def check_checkpoint_task(ckpt: Union[str, Path], config: RecipeConfig) -> None:
+    """A checkpoint of another task than the config's is named as such, before any data loads."""
+    task, name = checkpoint_task(ckpt)
+    if task != config.task:
+        raise ConfigError(f"{ckpt} holds a model for {task.replace('_', ' ')} ({name}), but the "
+                          f"config is for {config.task.replace('_', ' ')}: evaluate it with a "
+                          f"config of its own task")
 
 
 def evaluate(config: RecipeConfig, ckpt: Optional[str] = None, *,
@@ -261,6 +327,8 @@ def evaluate(config: RecipeConfig, ckpt: Optional[str] = None, *,
     """Test a model on the config's test split (its validation split if none): a recipe
     checkpoint ``ckpt``, a ready ``module``, or else the config's model as it is built (e.g.
     ``model.pretrained=true`` for registered weights)."""
+    if module is None and ckpt is not None:
+        check_checkpoint_task(ckpt, config)
     dm = build_datamodule(config)
     if module is None and ckpt is not None:
         module = (Forecaster if config.task == "forecasting" else Classifier).from_checkpoint(ckpt)
@@ -283,14 +351,14 @@ def evaluate(config: RecipeConfig, ckpt: Optional[str] = None, *,
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    resume: Union[bool, str] = False
-    if "--resume" in argv:
-        argv.remove("--resume")
-        resume = True
+    flags = {flag: flag in argv for flag in ("--resume", "--overwrite")}
+    argv = [a for a in argv if a not in flags]
     if not argv or argv[0].startswith("-"):
-        raise SystemExit("usage: python -m recipes.train CONFIG [key.sub=value ...] [--resume]")
+        raise SystemExit("usage: python -m recipes.train CONFIG [key.sub=value ...] "
+                         "[--resume | --overwrite]")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    result = train(load_config(argv[0], argv[1:]), resume=resume)
+    result = train(load_config(argv[0], argv[1:]), resume=flags["--resume"],
+                   overwrite=flags["--overwrite"])
     print(json.dumps(result, indent=2))
 
 

@@ -45,7 +45,10 @@ def load_weights(source: Source) -> tuple[dict[str, torch.Tensor], Optional[dict
             path, config = hub.download(source.url, sha256=source.sha256), None
     else:
         path, config = hub.fetch(source)
-    state_dict = to_zoo_state_dict(hub.load_state_dict_file(path))
+    try:
+        state_dict = to_zoo_state_dict(hub.load_state_dict_file(path))
+    except UnknownCheckpointError as err:
+        raise UnknownCheckpointError(f"{path}: {err}") from err
     return state_dict, hub.read_json(config) if config is not None else None
 
 
@@ -150,6 +153,13 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], *, source: 
     unexpected = [k for k in state_dict if k not in own]
     shapes = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
               for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    integers = [f"{k} ({state_dict[k].dtype})" for k in own if k in state_dict
+                and own[k].is_floating_point() and not state_dict[k].is_floating_point()]
+    if integers:
+        raise CheckpointMismatchError(
+            f"{source} holds integer tensors where {type(model).__name__} has floating-point "
+            f"weights: {', '.join(integers[:4])}{' ...' if len(integers) > 4 else ''}; it is not "
+            "a set of model weights (a quantised or index file?)")
     if missing or unexpected or shapes:
         parts = []
         for label, items in (("missing keys", missing), ("unexpected keys", unexpected),

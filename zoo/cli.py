@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -59,6 +59,52 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (argparse names the flag in its error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _output_file(path: Union[str, Path], inputs: Sequence[Union[str, Path]], flag: str) -> Path:
+    """An output file path that is not a folder and is none of the inputs (never replaced)."""
+    out = Path(path)
+    if out.is_dir():
+        raise ValueError(f"{flag} {out} is a folder; give a file name, e.g. {out / 'result.csv'}")
+    for item in map(Path, inputs):
+        if out.exists() and item.exists() and out.resolve() == item.resolve():
+            raise ValueError(f"{flag} {out} is the input {item}; zoo never writes over its "
+                             "inputs: choose another file")
+    return out
+
+
+# Python argument spellings in library errors, as the command line spells them
+CLI_TERMS = {
+    "forecast": (("time_column=None", "--time-column none"), ("time_column=<name>", "--time-column NAME"),
+                 ("target_columns=[...]", "--columns A,B"), ("target_columns=...", "--columns A,B"),
+                 ("irregular='reindex'", "--irregular reindex"),
+                 ("missing='interpolate'", "--missing interpolate"), ("the missing= policy", "--missing")),
+    "finetune": (("time_column=None", "--time-column none"), ("time_column=<name>", "--time-column NAME"),
+                 ("target_columns=[...]", "--columns A,B"), ("target_columns=...", "--columns A,B"),
+                 ("irregular='reindex'", "data.irregular=reindex"),
+                 ("missing='interpolate'", "data.missing=interpolate"),
+                 ("the missing= policy", "data.missing")),
+}
+
+
+def in_cli_terms(message: str, command: str) -> str:
+    """``message`` with the library's argument spellings replaced by ``command``'s flags."""
+    for python, cli in CLI_TERMS.get(command, ()):
+        message = message.replace(python, cli)
+    return message
+
+
 def _print_result(result: dict) -> None:
     print(json.dumps(result, indent=2))
 
@@ -70,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     resume = args.resume_from or args.resume
     _print_result(train(config, command=" ".join(["zoo", "train", args.config, *args.overrides]),
-                        resume=resume))
+                        resume=resume, overwrite=args.overwrite))
     return 0
 
 
@@ -126,7 +172,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             **common)
     config = load_config(args.config, args.overrides, **sections)
     command = " ".join(["zoo", "finetune", *sys.argv[2:]]) if sys.argv[1:2] == ["finetune"] else None
-    _print_result(train(config, command=command))
+    _print_result(train(config, command=command, overwrite=args.overwrite))
     return 0
 
 
@@ -161,6 +207,8 @@ def _load_for_predict(spec: str, pretrained: Optional[str]) -> torch.nn.Module:
 def cmd_predict(args: argparse.Namespace) -> int:
     from zoo.predict import collect_inputs, predict_files, write_predictions
 
+    if args.output:
+        _output_file(args.output, args.inputs, "--output")
     model = _load_for_predict(args.model, args.pretrained).eval()
     if getattr(model, "modality", "") == "series":
         raise ValueError(f"{args.model} is a forecaster: use `zoo forecast {args.model} DATA.csv`")
@@ -177,6 +225,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(row["path"])
         if row.get("error"):
             print(f"  error: {row['error']}")
+        if row.get("window"):
+            (a, b), duration = row["window"], row["duration"]
+            print(f"  (the most confident window, {a:.2f}-{b:.2f} s of {duration:.2f} s)")
         for label, p in row.get("top_k") or []:
             print(f"  {label:<30} {100 * p:6.2f}%")
     return 0
@@ -190,6 +241,9 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     from zoo.data.series import read_series
     from zoo.forecasting import forecast_frame, plot_forecast
 
+    output = _output_file(args.output or Path(args.data).with_name(Path(args.data).stem + "_forecast.csv"),
+                          [args.data], "--output")
+    plot = _output_file(args.plot or output.with_suffix(".png"), [args.data, output], "--plot")
     model = _load_for_predict(args.model, args.pretrained).eval()
     if getattr(model, "modality", "") != "series":
         raise ValueError(f"{args.model} is not a forecaster; `zoo list --modality series` shows them")
@@ -198,10 +252,8 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     frame = read_series(args.data, time_column=time_column, target_columns=columns,
                         missing=args.missing, irregular=args.irregular)
     forecast = forecast_frame(model, frame, horizon=args.horizon)
-    output = Path(args.output or Path(args.data).with_name(Path(args.data).stem + "_forecast.csv"))
     output.parent.mkdir(parents=True, exist_ok=True)
     forecast.to_csv(output, index_label=frame.index.name or "step")
-    plot = Path(args.plot) if args.plot else output.with_suffix(".png")
     plot_forecast(frame, forecast, plot, columns=_split_columns(args.plot_columns),
                   title=f"{args.model}: {len(forecast)}-step forecast")
     print(f"forecast of {len(forecast)} steps x {forecast.shape[1]} columns -> {output}\n"
@@ -231,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "last.ckpt (weights, optimizer, schedule, data position, RNG), if it has one")
     p.add_argument("--resume-from", default=None, metavar="CKPT",
                    help="continue from this checkpoint instead")
+    p.add_argument("--overwrite", action="store_true", help="the config's output_dir holds an "
+                   "earlier run: move it aside (to OUTPUT_DIR.replaced-TIME) and start afresh")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a recipe checkpoint on a config's test split")
@@ -246,27 +300,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="folder with one sub-folder per class of images "
                    "or .wav/.flac/.ogg clips (or train/ and val/ folders laid out so); for a "
                    "forecaster, a CSV (time column + numeric columns), split 70/10/20 in time")
-    p.add_argument("--horizon", type=int, default=None, help="forecaster: steps to forecast "
+    p.add_argument("--horizon", type=_count(1), default=None, help="forecaster: steps to forecast "
                    "(default: the model's; another value trains a new head)")
     p.add_argument("--columns", default=None, help="forecaster: comma-separated columns "
                    "(default: all but the time column)")
     p.add_argument("--time-column", default="date", help="forecaster: timestamp column, or 'none'")
     p.add_argument("--mode", default="full", choices=("full", "freeze_backbone", "linear_probe"))
-    p.add_argument("--trainable-blocks", type=int, default=0,
+    p.add_argument("--trainable-blocks", type=_count(0), default=0,
                    help="freeze_backbone: how many of the last blocks to train")
     p.add_argument("--pretrained", help="weights: a path, URL or hf-hub:org/repo "
                    "(default: the registry's weights)")
     p.add_argument("--no-pretrained", action="store_true", help="start from random weights")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=_count(1), default=10)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--layer-decay", type=float, default=None, help="e.g. 0.75 (full mode)")
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup-epochs", type=float, default=1.0)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--img-size", type=int, default=None, help="default: the model's input size")
+    p.add_argument("--batch-size", type=_count(1), default=32)
+    p.add_argument("--num-workers", type=_count(0), default=2)
+    p.add_argument("--img-size", type=_count(1), default=None, help="default: the model's input size")
     p.add_argument("--config", default=None, help="a YAML config to start from")
     p.add_argument("--output", default=None, help="run directory (default runs/finetune_NAME)")
+    p.add_argument("--overwrite", action="store_true", help="the run directory holds an earlier "
+                   "run: move it aside (to RUN_DIR.replaced-TIME) and start afresh")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     p.set_defaults(func=cmd_finetune)
 
@@ -276,10 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "for an audio model; folders (searched recursively); CSV files with a "
                    "'path' column")
     p.add_argument("--pretrained", help="weights for a registered name (default: its own)")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=_count(1), default=5)
     p.add_argument("--output", default=None, help="write a results CSV (path, label, "
                    "probability, top_k, error) instead of printing; shows a progress bar")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_count(1), default=32)
     p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
                    help="an unreadable file: stop naming it, or skip it (noted in the CSV)")
     p.set_defaults(func=cmd_predict)
@@ -287,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("forecast", help="forecast a CSV's columns; writes a CSV and a PNG plot")
     p.add_argument("model", help="registered forecaster, a zoo package directory or a recipe .ckpt")
     p.add_argument("data", help="CSV with a time column and numeric columns, oldest row first")
-    p.add_argument("--horizon", type=int, default=None, help="steps to forecast (default: the "
+    p.add_argument("--horizon", type=_count(1), default=None, help="steps to forecast (default: the "
                    "model's; shorter cuts its forecast)")
     p.add_argument("--time-column", default="date", help="timestamp column, or 'none'")
     p.add_argument("--columns", default=None, help="comma-separated columns to forecast "
@@ -330,9 +386,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"zoo {args.command}: error: {message}", file=sys.stderr)
+        print(f"zoo {args.command}: error: {in_cli_terms(str(message), args.command)}",
+              file=sys.stderr)
         return 2
 
 

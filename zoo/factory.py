@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -69,6 +71,7 @@ def create_model(name: str, pretrained: Union[bool, str, Path] = False, *,
     if is_zoo_package(config):   # a directory written by zoo.save: its own config wins
         cfg = PretrainedCfg.from_dict(config["pretrained_cfg"])
         package_args = dict(config["model_args"])
+    _check_arguments(entry, kwargs)
     args = {**entry.args, **package_args, **kwargs}
     if entry.modality == "series":
         if num_classes:
@@ -107,6 +110,18 @@ def create_model(name: str, pretrained: Union[bool, str, Path] = False, *,
         cfg = replace(cfg, metrics={})
     model.pretrained_cfg = replace(cfg, preprocess={**cfg.preprocess, **model.input_spec()})
     return model
+
+
+def _check_arguments(entry: ModelEntry, kwargs: Mapping[str, Any]) -> None:
+    """Unknown overrides are named with the valid ones (not a TypeError from deep inside)."""
+    valid = [n for n, p in inspect.signature(entry.builder).parameters.items()
+             if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown argument(s) {', '.join(map(repr, unknown))} for {entry.name} "
+                         f"({entry.builder.__name__}){hint} Valid: {', '.join(valid)}")
 
 
 def _create_forecaster(name: str, entry: ModelEntry, cfg: PretrainedCfg, args: dict[str, Any],

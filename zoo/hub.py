@@ -14,7 +14,10 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import tempfile
+import threading
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -31,6 +34,46 @@ _BUNDLED_DIR = Path(__file__).parent / "weights"
 
 class ChecksumError(RuntimeError):
     """A downloaded or cached file whose sha256 is not the expected one."""
+
+
+class NoNetworkError(FileNotFoundError):
+    """Weights that are not in the cache while their server cannot be reached."""
+
+
+_NO_NETWORK_HINT = "set ZOO_OFFLINE=1 to skip the lookup"
+_PROBE_TTL_S = 60.0
+_probes: dict[str, tuple[float, bool]] = {}   # host:port -> (time, reachable)
+
+
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether the server of ``url`` accepts a connection within ``timeout`` seconds.
+
+    huggingface_hub retries a failed request five times with back-off (about 50 s with no
+    network), so zoo asks once, quickly, before it starts a download. Name resolution and
+    connection run in a helper thread, so a missing DNS server cannot stall the caller past
+    ``timeout``; the answer is remembered for a minute per server.
+    """
+    parts = urllib.parse.urlparse(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    key = f"{host}:{port}"
+    now = time.monotonic()
+    if key in _probes and now - _probes[key][0] < _PROBE_TTL_S:
+        return _probes[key][1]
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    _probes[key] = (now, bool(answer and answer[0]))
+    return _probes[key][1]
 
 
 def zoo_home() -> Path:
@@ -81,6 +124,9 @@ def download(url: str, *, sha256: Optional[str] = None, filename: Optional[str] 
             target.unlink()
     if is_offline():
         raise FileNotFoundError(f"offline mode: {url} is not in the cache ({target})")
+    if urllib.parse.urlparse(url).scheme != "file" and not reachable(url):
+        raise NoNetworkError(f"no network (cannot reach {urllib.parse.urlparse(url).hostname}) "
+                             f"and {url} is not in the cache ({target}); {_NO_NETWORK_HINT}")
     cache_dir.mkdir(parents=True, exist_ok=True)
     logger.info("downloading %s -> %s", url, target)
     fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{name}.", suffix=".part")
@@ -108,16 +154,27 @@ def download(url: str, *, sha256: Optional[str] = None, filename: Optional[str] 
 
 
 def hf_hub_file(repo_id: str, filename: str, revision: Optional[str] = None) -> Path:
-    """A file from a Hugging Face hub repo through huggingface_hub's cache (offline-aware)."""
-    from huggingface_hub import hf_hub_download
+    """A file from a Hugging Face hub repo through huggingface_hub's cache (offline-aware).
+
+    Without network, a cached file is still used; a file that is not cached fails at once
+    (:class:`NoNetworkError`) instead of after huggingface_hub's retries.
+    """
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
+    offline = is_offline()
+    no_network = not offline and not reachable(constants.ENDPOINT)
+    cache_dir = os.environ.get("HF_HUB_CACHE")
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision,
-                                    cache_dir=os.environ.get("HF_HUB_CACHE"),
-                                    local_files_only=is_offline()))
+        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
+                                    local_files_only=offline or no_network))
     except (LocalEntryNotFoundError, EntryNotFoundError) as err:
-        where = "in the local cache (offline mode)" if is_offline() else "on the hub"
+        if no_network and isinstance(err, LocalEntryNotFoundError):
+            host = urllib.parse.urlparse(constants.ENDPOINT).hostname
+            raise NoNetworkError(
+                f"no network (cannot reach {host}) and hf-hub:{repo_id} ({filename}) is not in "
+                f"the cache ({cache_dir or constants.HF_HUB_CACHE}); {_NO_NETWORK_HINT}") from err
+        where = "in the local cache (offline mode)" if offline else "on the hub"
         raise FileNotFoundError(f"hf-hub:{repo_id}: no {filename} {where}") from err
 
 
@@ -131,10 +188,11 @@ def load_state_dict_file(path: Union[str, Path]) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt, truncated, or a pickle that asks for code
+    except Exception as err:  # corrupt, truncated, not a checkpoint, or a pickle asking for code
+        first = str(err).splitlines()[0] if str(err) else ""
         raise ValueError(
-            f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0]}"
-        ) from err
+            f"cannot read checkpoint {path}: it is not a .safetensors file or a PyTorch "
+            f"checkpoint zoo can read safely ({type(err).__name__}: {first})") from err
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -169,6 +227,8 @@ def _fetch_hf_hub(spec: str, sha256: Optional[str] = None) -> tuple[Path, Option
     for name in WEIGHT_FILES:
         try:
             path = hf_hub_file(repo_id, name, revision or None)
+        except NoNetworkError:
+            raise
         except FileNotFoundError as err:
             last_err = err
             continue

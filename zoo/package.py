@@ -6,10 +6,15 @@ arguments it was built with and its pretrained cfg (preprocessing, labels, metri
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Iterator, Mapping, Optional, Union
 
 from safetensors.torch import save_file
 from torch import nn
@@ -48,13 +53,99 @@ def model_card(model: nn.Module) -> str:
     return "\n".join(lines)
 
 
-def save(model: nn.Module, directory: Union[str, Path], *, card: Optional[str] = None) -> Path:
-    """Write ``model`` as a package (weights, config, card) into ``directory``."""
+PACKAGE_FILES = ("model.safetensors", CONFIG_FILE, "README.md", "model.onnx")
+
+
+def _check_target(directory: Path) -> None:
+    """A package goes into a new or empty folder, or replaces a zoo package that holds nothing
+    else; anything else is the user's and is never written over."""
+    try:
+        entries = sorted(p.name for p in directory.iterdir())
+    except FileNotFoundError:
+        return                                  # nothing there (any more)
+    except NotADirectoryError:
+        raise FileExistsError(f"{directory} is a file, not a folder for a package") from None
+    if not entries:
+        return
+    others = [name for name in entries if name not in PACKAGE_FILES]
+    config = directory / CONFIG_FILE
+    is_package = config.is_file() and is_zoo_package(_read_json_or_none(config))
+    if others or not is_package:
+        shown = ", ".join((others or entries)[:5]) + (" ..." if len(others or entries) > 5 else "")
+        what = "holds files a zoo package does not" if is_package else \
+            "is a non-empty folder that is not a zoo package"
+        raise FileExistsError(f"{directory} {what} ({shown}); zoo never writes over files it did "
+                              "not make: choose a new or empty folder")
+
+
+def _read_json_or_none(path: Path) -> Optional[dict[str, Any]]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def package_writer(directory: Union[str, Path]) -> Iterator[Path]:
+    """A temporary folder to write a package into; when the block ends without error it
+    replaces ``directory`` whole, by renames, so a reader never sees half a package and two
+    writers to one folder never mix (the last one wins whole). On error nothing changes.
+
+    ``directory`` must be new, empty, or a zoo package holding only package files.
+    """
+    directory = Path(directory)
+    _check_target(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".new"))
+    try:
+        yield staging
+        _publish(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, directory: Path, attempts: int = 10) -> None:
+    """Rename ``staging`` to ``directory``, moving a package already there aside first (and
+    deleting it after). Another writer may publish between our renames: then we try again, and
+    whoever renames last wins whole."""
+    for _ in range(attempts):
+        old, moved = None, False
+        if directory.exists():
+            try:
+                _check_target(directory)
+            except FileExistsError:   # the user's files, or a folder seen mid-swap: look again
+                time.sleep(0.05)
+                _check_target(directory)
+            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.",
+                                        suffix=".old"))
+            try:
+                os.replace(directory, old)            # onto the empty folder mkdtemp made
+                moved = True
+            except FileNotFoundError:                 # another writer moved it first
+                pass
+        try:
+            os.rename(staging, directory)
+        except OSError:                               # another writer published in between
+            if moved:
+                try:
+                    os.rename(old, directory)         # put it back if the place is still free
+                except OSError:
+                    shutil.rmtree(old, ignore_errors=True)   # a newer package took it
+            elif old is not None:
+                old.rmdir()
+            continue
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return
+    raise FileExistsError(f"{directory} kept changing while the package was written; nothing "
+                          "was replaced")
+
+
+def write_package(model: nn.Module, directory: Path, *, card: Optional[str] = None) -> None:
+    """The package files (weights, config, card) of ``model`` into an existing ``directory``."""
     cfg = getattr(model, "pretrained_cfg", None)
     if cfg is None:
         raise ValueError("zoo.save needs a model made by zoo.create_model (it has no pretrained_cfg)")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(directory / "model.safetensors"))
     config = {"format": PACKAGE_FORMAT, "zoo_version": __version__,
@@ -62,7 +153,16 @@ def save(model: nn.Module, directory: Union[str, Path], *, card: Optional[str] =
               "pretrained_cfg": _jsonable(cfg.to_dict())}
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     (directory / "README.md").write_text(card if card is not None else model_card(model))
-    return directory
+
+
+def save(model: nn.Module, directory: Union[str, Path], *, card: Optional[str] = None) -> Path:
+    """Write ``model`` as a package (weights, config, card) into ``directory``, atomically
+    (see :func:`package_writer`: a new or empty folder, or a zoo package it replaces whole)."""
+    if getattr(model, "pretrained_cfg", None) is None:
+        raise ValueError("zoo.save needs a model made by zoo.create_model (it has no pretrained_cfg)")
+    with package_writer(directory) as staging:
+        write_package(model, staging, card=card)
+    return Path(directory)
 
 
 def load(source: Union[str, Path], **kwargs: Any) -> nn.Module:

@@ -3,9 +3,12 @@
     rows = predict_files(model, collect_inputs(["photos/", "more.png"], model), batch_size=64)
     write_predictions(rows, "results.csv")
 
-Images are read with PIL and preprocessed as the model's cfg says (resize, centre crop, mean /
-std); audio clips are decoded, mixed down to mono and resampled to the model's rate, and their
-filterbanks computed a batch at a time. An unreadable file stops the run naming it, or with
+Images are read whole (16-bit, palette and CMYK files converted, EXIF rotation applied; see
+:func:`zoo.data.images.load_image`) and preprocessed as the model's cfg says (resize, crop,
+mean / std); audio clips are decoded, mixed down to mono and resampled to the model's rate, and
+their filterbanks computed a batch at a time; a clip longer than the model's window is
+classified by sliding windows and reported by its most confident one. An unreadable file
+(truncated, corrupt, over the decompression-bomb limit) stops the run naming it, or with
 ``on_error="skip"`` is reported in its row (``error``) and the run goes on.
 """
 
@@ -20,12 +23,12 @@ import torch
 from torch import nn
 
 from zoo.data.audio import AUDIO_SUFFIXES, load_audio
-from zoo.data.images import eval_transform, preprocess_settings, resolve_labels
+from zoo.data.images import (ON_ERROR, eval_transform, load_image, preprocess_settings,
+                             resolve_labels)
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-ON_ERROR = ("raise", "skip")
 
 
 def _suffixes(model: nn.Module) -> tuple[str, ...]:
@@ -57,8 +60,23 @@ def collect_inputs(inputs: Sequence[Union[str, Path]], model: nn.Module) -> list
     return found
 
 
+def audio_windows(wave: torch.Tensor, config: Any) -> list[tuple[int, int]]:
+    """(start, end) samples of the windows a long clip (S,) is classified by: the model's own
+    window (``target_frames`` frames), every half window, the last one ending at the clip's
+    end; a clip that fits is one window."""
+    size = config.frame_length + (config.target_frames - 1) * config.frame_shift
+    total = wave.numel()
+    if total <= size:
+        return [(0, total)]
+    starts = list(range(0, total - size + 1, size // 2))
+    if starts[-1] != total - size:
+        starts.append(total - size)
+    return [(s, s + size) for s in starts]
+
+
 class _Reader:
-    """Reads one file into the model's input: (3, S, S) image or (S,) waveform."""
+    """Reads one file into the model's inputs: [(3, S, S) image], or the (S,) waveform of each
+    window of an audio clip with the windows' (start, end) in samples."""
 
     def __init__(self, model: nn.Module) -> None:
         self.audio = getattr(model, "modality", "") == "audio"
@@ -69,20 +87,15 @@ class _Reader:
             self.transform = eval_transform(preprocess["input_size"][-1],
                                             **preprocess_settings(preprocess))
 
-    def __call__(self, path: Path) -> torch.Tensor:
-        if self.audio:
-            wave, _ = load_audio(path, sample_rate=self.config.sample_rate)
-            if wave.numel() < self.config.frame_length:
-                raise ValueError(f"{path}: {wave.numel()} samples at {self.config.sample_rate} Hz "
-                                 f"is shorter than one {self.config.frame_length_ms:g} ms frame")
-            return wave
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as image:
-                return self.transform(image.convert("RGB"))
-        except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"cannot read image {path}: {err}") from err
+    def __call__(self, path: Path) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
+        if not self.audio:
+            return [self.transform(load_image(path))], [(0, 0)]
+        wave, _ = load_audio(path, sample_rate=self.config.sample_rate)
+        if wave.numel() < self.config.frame_length:
+            raise ValueError(f"{path}: {wave.numel()} samples at {self.config.sample_rate} Hz "
+                             f"is shorter than one {self.config.frame_length_ms:g} ms frame")
+        windows = audio_windows(wave, self.config)
+        return [wave[a:b] for a, b in windows], windows
 
 
 def _model_inputs(model: nn.Module, items: list[torch.Tensor], audio: bool) -> torch.Tensor:
@@ -97,59 +110,87 @@ def predict_files(model: nn.Module, paths: Sequence[Path], *, batch_size: int = 
                   top_k: int = 5, on_error: str = "raise", progress: bool = True
                   ) -> list[dict[str, Any]]:
     """Top-``top_k`` labels of each file, in order: dicts with ``path``, ``label``,
-    ``probability`` and ``top_k`` ([(label, probability), ...]), or ``error`` (skipped)."""
+    ``probability`` and ``top_k`` ([(label, probability), ...]), or ``error`` (skipped).
+
+    An audio clip longer than the model's window is classified window by window (see
+    :func:`audio_windows`); its row is the most confident window's, with ``window`` (start,
+    end) in seconds and ``duration`` (s) of the clip.
+    """
     from tqdm.auto import tqdm
 
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if getattr(model, "modality", "") not in ("image", "audio"):
-        raise ValueError("batch prediction is for image and audio classifiers; forecasters: "
-                         "`zoo forecast`")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
     model.eval()
     labels = resolve_labels(model.pretrained_cfg.labels, model.num_classes)
     read = _Reader(model)
+    rate = read.config.sample_rate if read.audio else 1
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(paths), unit="file", disable=not progress, desc="predict")
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
-        items, kept = [], []
+        items, owners, spans = [], [], []
         for path in chunk:
             try:
-                items.append(read(path))
-                kept.append(path)
+                inputs, windows = read(path)
             except (ValueError, FileNotFoundError) as err:
                 if on_error == "raise":
                     raise
                 logger.warning("skipped: %s", err)
                 rows.append({"path": str(path), "error": str(err)})
-        if items:
+                continue
+            items += inputs
+            owners += [path] * len(inputs)
+            spans += windows
+        probs = []
+        for i in range(0, len(items), batch_size):   # long clips add windows: keep batches small
             with torch.inference_mode():
-                probs = model(_model_inputs(model, items, read.audio)).softmax(dim=-1)
-            top = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-            for path, values, indices in zip(kept, top.values.tolist(), top.indices.tolist()):
-                ranked = [(labels[i], p) for p, i in zip(values, indices)]
-                rows.append({"path": str(path), "label": ranked[0][0],
-                             "probability": ranked[0][1], "top_k": ranked, "error": None})
+                batch = _model_inputs(model, items[i:i + batch_size], read.audio)
+                probs.append(model(batch).softmax(dim=-1))
+        if items:
+            rows += _best_windows(torch.cat(probs), owners, spans, labels, top_k, rate)
         bar.update(len(chunk))
     bar.close()
     order = {str(p): i for i, p in enumerate(paths)}
     return sorted(rows, key=lambda r: order[r["path"]])
 
 
+def _best_windows(probs: torch.Tensor, owners: list[Path], spans: list[tuple[int, int]],
+                  labels: list[str], top_k: int, rate: int) -> list[dict[str, Any]]:
+    """One row per file from its windows' probabilities (N, K): the most confident window."""
+    rows = []
+    for path in dict.fromkeys(owners):
+        index = [i for i, owner in enumerate(owners) if owner == path]
+        best = max(index, key=lambda i: probs[i].max().item())
+        top = probs[best].topk(min(top_k, probs.shape[-1]))
+        ranked = [(labels[j], p) for p, j in zip(top.values.tolist(), top.indices.tolist())]
+        row = {"path": str(path), "label": ranked[0][0], "probability": ranked[0][1],
+               "top_k": ranked, "error": None}
+        if len(index) > 1:
+            (a, b), end = spans[best], spans[index[-1]][1]
+            row.update(window=(a / rate, b / rate), duration=end / rate)
+        rows.append(row)
+    return rows
+
+
 def write_predictions(rows: Sequence[dict[str, Any]], path: Union[str, Path],
                       top_k: Optional[int] = None) -> Path:
-    """One CSV row per file: path, label, probability, the top-k as ``label:p;...``, error."""
+    """One CSV row per file: path, label, probability, the top-k as ``label:p;...``, the
+    window of a long audio clip (``start-end`` seconds, empty otherwise), error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "label", "probability", "top_k", "error"])
+        writer.writerow(["path", "label", "probability", "top_k", "window_s", "error"])
         for row in rows:
             ranked = row.get("top_k") or []
+            window = row.get("window")
             writer.writerow([row["path"], row.get("label", ""),
                              f"{row['probability']:.6f}" if "probability" in row else "",
                              ";".join(f"{label}:{p:.6f}" for label, p in ranked[:top_k]),
+                             f"{window[0]:.2f}-{window[1]:.2f}" if window else "",
                              row.get("error") or ""])
     return path

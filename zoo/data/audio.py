@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 Item = tuple[Path, int]
+SILENCE_PEAK = 1e-4   # a clip whose peak is below this (-80 dBFS) is reported as silent
 
 
 class AudioDecodeError(ValueError):
@@ -39,12 +40,32 @@ def resample(waveform: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Ten
     return AF.resample(waveform, int(orig_rate), int(new_rate))
 
 
+def _declared_wav_frames(path: Path) -> Optional[int]:
+    """The frames a WAV file's header declares (its data chunk's size), or None for other
+    files; libsndfile reports the frames actually present, so a cut file looks whole to it."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = None
+        while len(chunk := f.read(8)) == 8:
+            name, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if name == b"data":
+                return size // block_align if block_align else None
+            body = f.read(size + size % 2)        # chunks are padded to an even size
+            if name == b"fmt " and len(body) >= 14:
+                block_align = int.from_bytes(body[12:14], "little") or None
+    return None
+
+
 def load_audio(path: Union[str, Path], *, sample_rate: Optional[int] = None,
                channels: str = "mix") -> tuple[torch.Tensor, int]:
     """Decode an audio file to a mono float32 waveform (S,) in [-1, 1] and its rate in Hz.
 
     ``channels="mix"`` averages multi-channel audio, ``"error"`` refuses it. With
-    ``sample_rate`` the clip is resampled to that rate when it differs from the file's.
+    ``sample_rate`` the clip is resampled to that rate when it differs from the file's. A clip
+    that is silent, exceeds [-1, 1] or decodes shorter than its header says is used with a
+    warning naming the file; one that cannot be decoded raises :class:`AudioDecodeError`.
     """
     if channels not in ("mix", "error"):
         raise ValueError(f"channels must be 'mix' or 'error', got {channels!r}")
@@ -52,12 +73,22 @@ def load_audio(path: Union[str, Path], *, sample_rate: Optional[int] = None,
     if not path.is_file():
         raise FileNotFoundError(f"no audio file at {path}")
     try:
+        declared = _declared_wav_frames(path) or sf.info(str(path)).frames
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)   # (S, C)
     except (sf.SoundFileError, RuntimeError) as err:
         reason = getattr(err, "error_string", None) or str(err)
         raise AudioDecodeError(f"cannot decode audio file {path}: {reason}") from err
     if data.shape[0] == 0:
         raise AudioDecodeError(f"audio file {path} holds no samples")
+    if 0 < data.shape[0] < declared:
+        logger.warning("%s: decoded %d of the %d samples its header declares (a truncated "
+                       "file?); using what was decoded", path, data.shape[0], declared)
+    peak = float(abs(data).max())
+    if peak > 1.0:
+        logger.warning("%s: samples reach %.2f, beyond [-1, 1] (clipped or not normalised "
+                       "float audio); used as they are", path, peak)
+    elif peak < SILENCE_PEAK:
+        logger.warning("%s: the clip is silent (peak below %.0e)", path, SILENCE_PEAK)
     waveform = torch.from_numpy(data)
     if waveform.shape[1] > 1:
         if channels == "error":

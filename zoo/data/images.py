@@ -1,23 +1,81 @@
-"""Image datasets and transforms: scikit-learn's 8x8 digits (bundled, no download) and any
-``ImageFolder`` directory of the user's own images."""
+"""Image reading, datasets and transforms: scikit-learn's 8x8 digits (bundled, no download) and
+any ``ImageFolder`` directory of the user's own images."""
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset, Subset
 from torchvision.transforms import InterpolationMode, v2
 
+logger = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+ON_ERROR = ("raise", "skip")
 
 DIGITS_LABELS = tuple(str(i) for i in range(10))
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.2   # 360 test images
 DIGITS_VAL_FRACTION = 0.1    # 180 validation images, 1,257 for training
+
+
+class ImageDecodeError(ValueError):
+    """An image file that cannot be read whole; the message names the file."""
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any PIL mode, keeping the image's range: 16-bit and 32-bit integer
+    images are scaled (65535 -> 255; PIL's own ``convert`` clips every value over 255 to
+    white), float images are read as [0, 1] (or [0, 255] when larger values occur), palette
+    images go through RGBA, CMYK and the rest through PIL's conversions."""
+    if image.mode.startswith("I"):
+        pixels = np.asarray(image, dtype=np.float64)
+        sixteen_bit = image.mode.startswith("I;16") or pixels.max(initial=0) > 255
+        pixels = np.clip(pixels / 257.0 if sixteen_bit else pixels, 0, 255)
+        image = Image.fromarray(np.round(pixels).astype(np.uint8))
+    elif image.mode == "F":
+        pixels = np.asarray(image, dtype=np.float64)
+        pixels = pixels * 255.0 if pixels.max(initial=0) <= 1.0 else pixels
+        image = Image.fromarray(np.round(np.clip(pixels, 0, 255)).astype(np.uint8))
+    elif image.mode in ("P", "PA"):
+        image = image.convert("RGBA")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def load_image(path: Union[str, Path]) -> Image.Image:
+    """Read an image file whole into 8-bit RGB, upright (EXIF orientation applied).
+
+    16-bit, palette, grayscale-with-alpha and CMYK files are converted as :func:`_to_rgb`
+    says. A truncated or unreadable file, or one over PIL's decompression-bomb limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``, about 89 M pixels), raises :class:`ImageDecodeError`
+    naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no image file at {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()                       # decode everything: truncation fails here
+                return _to_rgb(ImageOps.exif_transpose(image))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageDecodeError(
+            f"image {path} is over the safety limit of {Image.MAX_IMAGE_PIXELS:,} pixels "
+            f"(a possible decompression bomb): {err}. If you trust it, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS") from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageDecodeError(f"cannot read image {path}: {err}") from err
 
 
 def _interpolation(name: str) -> InterpolationMode:
@@ -162,31 +220,59 @@ def _check_image_folder(root: Path) -> None:
         )
 
 
+def _readable_folder(folder: Path, transform: Callable, on_error: str) -> Dataset:
+    """An ImageFolder that reads with :func:`load_image`. Every file is decoded once up front,
+    so a bad one is named before training starts: ``on_error="raise"`` stops there,
+    ``"skip"`` leaves it out with a warning (the count is logged)."""
+    from torchvision.datasets import ImageFolder
+
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    dataset = ImageFolder(str(folder), transform=transform, loader=load_image)
+    good, bad = [], []
+    for sample in dataset.samples:
+        try:
+            load_image(sample[0])
+            good.append(sample)
+        except ImageDecodeError as err:
+            if on_error == "raise":
+                raise ImageDecodeError(f"{err} (data.on_error=skip leaves such files out)") from err
+            logger.warning("skipped: %s", err)
+            bad.append(sample[0])
+    if bad:
+        logger.warning("%s: skipped %d unreadable image(s) of %d", folder, len(bad),
+                       len(dataset.samples))
+        dataset.samples = dataset.imgs = good
+        dataset.targets = [target for _, target in good]
+    dataset.skipped = bad
+    return dataset
+
+
 def image_folder_splits(root: Union[str, Path], *, train_tf: Callable, eval_tf: Callable,
-                        val_fraction: float = 0.2, seed: int = 0
+                        val_fraction: float = 0.2, seed: int = 0, on_error: str = "raise"
                         ) -> tuple[Dataset, Dataset, Optional[Dataset], list[str]]:
     """(train, val, test or None, class names) from an ImageFolder tree.
 
     With ``root/train`` and ``root/val`` (optionally ``root/test``) those are used as given;
     otherwise ``root`` is one ImageFolder split stratified by class into train / val.
+    Unreadable images stop the run naming the file, or are skipped (``on_error="skip"``).
     """
-    from torchvision.datasets import ImageFolder
-
     root = Path(root).expanduser()
     if (root / "train").is_dir():
         for part in ("train", "val"):
             _check_image_folder(root / part)
-        train = ImageFolder(str(root / "train"), transform=train_tf)
-        val = ImageFolder(str(root / "val"), transform=eval_tf)
+        train = _readable_folder(root / "train", train_tf, on_error)
+        val = _readable_folder(root / "val", eval_tf, on_error)
         if val.classes != train.classes:
             raise ValueError(f"{root}: train classes {train.classes} differ from val classes {val.classes}")
-        test = ImageFolder(str(root / "test"), transform=eval_tf) if (root / "test").is_dir() else None
+        test = _readable_folder(root / "test", eval_tf, on_error) if (root / "test").is_dir() else None
         return train, val, test, train.classes
     _check_image_folder(root)
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    train_view = ImageFolder(str(root), transform=train_tf)
-    eval_view = ImageFolder(str(root), transform=eval_tf)
+    train_view = _readable_folder(root, train_tf, on_error)
+    eval_view = copy.copy(train_view)          # the same (checked) files, the eval transform
+    eval_view.transform = eval_tf
     targets = train_view.targets
     generator = torch.Generator().manual_seed(seed)
     train_idx, val_idx = [], []
