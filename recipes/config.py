@@ -66,7 +66,7 @@ class DataSection:
     time_stretch: float = 1.0               # speed each clip up / down by up to this factor
     gain_db: float = 0.0                    # louder / quieter by up to this many dB
     mixup: float = 0.0                      # Beta(a, a) mixup of inputs and targets; 0 = off
-    on_error: str = "raise"                 # unreadable image / audio file: raise | skip (logged)
+    on_error: str = "raise"                 # unreadable image / audio file, non-numeric CSV value: raise | skip (logged)
     holdout: bool = True                    # fsdd: hold takes 5-9 out to validate; false trains on
                                             # all 2,700 training clips and keeps the last checkpoint
     # series only (the model's context_length and horizon set the window)

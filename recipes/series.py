@@ -21,8 +21,8 @@ class SeriesDataModule(SplitDataModule):
     ``dataset="etth1"``: rows and scaler as Informer / PatchTST (``root``: the data folder, or
     $ZOO_DATA). ``dataset="csv"``: ``root`` is the CSV file; ``time_column`` and
     ``target_columns`` pick the columns; the split is chronological, by ``fractions`` of rows
-    or from the ``val_start`` / ``test_start`` timestamps; ``missing`` and ``irregular`` are
-    :func:`zoo.data.series.read_series`'s policies.
+    or from the ``val_start`` / ``test_start`` timestamps; ``missing``, ``irregular`` and
+    ``on_error`` are :func:`zoo.data.series.read_series`'s policies.
     """
 
     def __init__(self, *, dataset: str, lookback: int, horizon: int, root: Optional[str] = None,
@@ -30,8 +30,8 @@ class SeriesDataModule(SplitDataModule):
                  target_columns: Optional[Sequence[str]] = None,
                  fractions: Sequence[float] = (0.7, 0.1, 0.2), val_start: Optional[str] = None,
                  test_start: Optional[str] = None, missing: str = "error",
-                 irregular: str = "error", batch_size: int = 128, num_workers: int = 0,
-                 seed: int = 0) -> None:
+                 irregular: str = "error", on_error: str = "raise", batch_size: int = 128,
+                 num_workers: int = 0, seed: int = 0) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if dataset not in SERIES_DATASETS:
             raise ValueError(f"series dataset must be one of {SERIES_DATASETS}, got {dataset!r}")
@@ -43,7 +43,7 @@ class SeriesDataModule(SplitDataModule):
         self.target_columns = list(target_columns) if target_columns else None
         self.fractions = tuple(fractions)
         self.val_start, self.test_start = val_start, test_start
-        self.missing, self.irregular = missing, irregular
+        self.missing, self.irregular, self.on_error = missing, irregular, on_error
         self.splits = None
 
     @property
@@ -58,7 +58,7 @@ class SeriesDataModule(SplitDataModule):
         else:
             frame = read_series(self.root, time_column=self.time_column,
                                 target_columns=self.target_columns, missing=self.missing,
-                                irregular=self.irregular)
+                                irregular=self.irregular, on_error=self.on_error)
             self.splits = chronological_split(frame, self.lookback, fractions=self.fractions,
                                               val_start=self.val_start, test_start=self.test_start)
         s, L, H = self.splits, self.lookback, self.horizon

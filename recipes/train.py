@@ -65,7 +65,7 @@ def build_datamodule(config: RecipeConfig) -> L.LightningDataModule:
                               horizon=model.horizon, root=d.root, time_column=d.time_column,
                               target_columns=d.target_columns, fractions=d.fractions,
                               val_start=d.val_start, test_start=d.test_start, missing=d.missing,
-                              irregular=d.irregular, batch_size=d.batch_size,
+                              irregular=d.irregular, on_error=d.on_error, batch_size=d.batch_size,
                               num_workers=d.num_workers, seed=config.seed)
         dm.setup("fit")
         return dm

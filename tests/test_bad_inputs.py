@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 import torch
@@ -171,3 +172,26 @@ def test_silent_clipped_and_truncated_audio_are_reported_by_name(tmp_path, caplo
     assert "loud.wav: samples reach 1.50, beyond [-1, 1]" in text and float(wave.max()) == 1.5
     assert "cut.wav: decoded" in text and "a truncated file?" in text and 0 < cut.numel() < 8000
     assert len(collect_inputs([tmp_path], zoo.create_model("ast_tiny_d6_8k"))) == 4
+
+
+# --- CSV values ---------------------------------------------------------------------------------------
+
+def test_a_non_numeric_csv_value_is_named_or_read_as_missing(tmp_path, caplog, capsys):
+    from zoo.data.series import SeriesDataError, read_series
+
+    t = np.arange(400)
+    frame = pd.DataFrame({"day": pd.date_range("2024-01-01", periods=400, freq="D"),
+                          "units": (5 + np.sin(t)).astype(object)})
+    frame.loc[9, "units"] = "twelve"
+    path = tmp_path / "sales.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(SeriesDataError, match=r"non-numeric column\(s\) 'units' \(e.g. 'twelve' at "
+                                              r"line 11\).*on_error='skip'"):
+        read_series(path, time_column="day")
+    with caplog.at_level(logging.WARNING):
+        values = read_series(path, time_column="day", on_error="skip", missing="interpolate")
+    assert "column 'units': 1 non-numeric value(s) (e.g. 'twelve' at line 11) read as missing" in caplog.text
+    assert np.isfinite(values["units"]).all() and len(values) == 400
+    capsys.readouterr()
+    assert cli.main(["forecast", "patchtst_tiny_l336.etth1_h96", str(path), "--time-column", "day"]) == 2
+    assert "--on-error skip to read such values as missing" in capsys.readouterr().err

@@ -89,12 +89,13 @@ CLI_TERMS = {
     "forecast": (("time_column=None", "--time-column none"), ("time_column=<name>", "--time-column NAME"),
                  ("target_columns=[...]", "--columns A,B"), ("target_columns=...", "--columns A,B"),
                  ("irregular='reindex'", "--irregular reindex"),
-                 ("missing='interpolate'", "--missing interpolate"), ("the missing= policy", "--missing")),
+                 ("missing='interpolate'", "--missing interpolate"), ("the missing= policy", "--missing"),
+                 ("on_error='skip'", "--on-error skip")),
     "finetune": (("time_column=None", "--time-column none"), ("time_column=<name>", "--time-column NAME"),
                  ("target_columns=[...]", "--columns A,B"), ("target_columns=...", "--columns A,B"),
                  ("irregular='reindex'", "data.irregular=reindex"),
                  ("missing='interpolate'", "data.missing=interpolate"),
-                 ("the missing= policy", "data.missing")),
+                 ("the missing= policy", "data.missing"), ("on_error='skip'", "data.on_error=skip")),
 }
 
 
@@ -250,7 +251,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     columns = _split_columns(args.columns)
     time_column = None if args.time_column == "none" else args.time_column
     frame = read_series(args.data, time_column=time_column, target_columns=columns,
-                        missing=args.missing, irregular=args.irregular)
+                        missing=args.missing, irregular=args.irregular, on_error=args.on_error)
     forecast = forecast_frame(model, frame, horizon=args.horizon)
     output.parent.mkdir(parents=True, exist_ok=True)
     forecast.to_csv(output, index_label=frame.index.name or "step")
@@ -350,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: every column but the time column)")
     p.add_argument("--missing", default="error", choices=("error", "interpolate"))
     p.add_argument("--irregular", default="error", choices=("error", "reindex"))
+    p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
+                   help="a non-numeric value: stop naming it, or read it as missing")
     p.add_argument("--output", default=None, help="forecast CSV (default DATA_forecast.csv)")
     p.add_argument("--plot", default=None, help="plot file (default: the output with .png)")
     p.add_argument("--plot-columns", default=None, help="comma-separated columns to plot "

@@ -173,14 +173,18 @@ def _not_found(kind: str, name: object, choices: Sequence[object], where: str, t
 
 
 def _numeric(frame: pd.DataFrame, columns: Sequence[object], where: str,
-             row: Callable[[int], str]) -> pd.DataFrame:
-    """The target columns as float64; non-numeric or infinite values raise naming column and row."""
+             row: Callable[[int], str], on_error: str = "raise") -> pd.DataFrame:
+    """The target columns as float64; non-numeric or infinite values raise naming column and row
+    (``on_error="skip"``: non-numeric values are read as missing, with a warning naming them)."""
     out, bad = {}, []
     for col in columns:
         raw = frame[col]
         num = raw if pd.api.types.is_numeric_dtype(raw) else pd.to_numeric(raw, errors="coerce")
         wrong = np.flatnonzero((num.isna() & raw.notna()).to_numpy())
-        if len(wrong):
+        if len(wrong) and on_error == "skip":
+            logger.warning("%s: column %r: %d non-numeric value(s) (e.g. %r at %s) read as "
+                           "missing", where, col, len(wrong), raw.iloc[wrong[0]], row(wrong[0]))
+        elif len(wrong):
             bad.append(f"{col!r} (e.g. {raw.iloc[wrong[0]]!r} at {row(wrong[0])})")
             continue
         out[col] = num.astype(np.float64)
@@ -189,7 +193,8 @@ def _numeric(frame: pd.DataFrame, columns: Sequence[object], where: str,
     if bad:
         numeric = [str(c) for c in columns if c in out]
         raise SeriesDataError(f"{where}: non-numeric column(s) {', '.join(bad)}; choose the series "
-                              f"to model with target_columns=... (numeric ones: {numeric})")
+                              f"to model with target_columns=... (numeric ones: {numeric}), or "
+                              "on_error='skip' to read such values as missing")
     return pd.DataFrame(out, index=frame.index)
 
 
@@ -221,19 +226,24 @@ def _regularize(frame: pd.DataFrame, freq: str | None, irregular: str, where: st
 
 def read_series(source: str | Path | pd.DataFrame, *, time_column: str | None = "date",
                 target_columns: Sequence[str] | None = None, freq: str | None = None,
-                irregular: str = "error", missing: str = "error") -> pd.DataFrame:
+                irregular: str = "error", missing: str = "error",
+                on_error: str = "raise") -> pd.DataFrame:
     """A CSV file or DataFrame -> a (T, C) float64 DataFrame of the target columns, indexed by
     its sorted timestamps (a RangeIndex, rows in order, when ``time_column`` is None).
 
     Unsorted timestamps are sorted; duplicated ones are an error. Gaps in the grid (``freq``, else
     the inferred / most common step) are an error, or with ``irregular="reindex"`` become NaN rows.
     Missing values are an error, or with ``missing="interpolate"`` are filled linearly in time,
-    then by the nearest value at the ends. A DataFrame indexed by timestamps may omit the time column.
+    then by the nearest value at the ends. A non-numeric value in a target column is an error
+    naming column and line, or with ``on_error="skip"`` a missing value (then ``missing``
+    decides). A DataFrame indexed by timestamps may omit the time column.
     """
     if irregular not in ("error", "reindex"):
         raise ValueError(f"irregular must be 'error' or 'reindex', got {irregular!r}")
     if missing not in ("error", "interpolate"):
         raise ValueError(f"missing must be 'error' or 'interpolate', got {missing!r}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if isinstance(source, pd.DataFrame):
         where, row = "DataFrame", (lambda i: f"row {i}")
         frame = source.copy()
@@ -263,7 +273,7 @@ def read_series(source: str | Path | pd.DataFrame, *, time_column: str | None = 
             raise _not_found("target column", name, others, where, "fix target_columns=[...]")
     if not target_columns:
         raise SeriesDataError(f"{where}: no target columns (columns: {list(frame.columns)})")
-    values = _numeric(frame, list(target_columns), where, row)
+    values = _numeric(frame, list(target_columns), where, row, on_error)
     if time_column is not None:
         try:
             stamps = pd.to_datetime(frame[time_column], errors="coerce")
