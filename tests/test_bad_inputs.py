@@ -195,3 +195,16 @@ def test_a_non_numeric_csv_value_is_named_or_read_as_missing(tmp_path, caplog, c
     capsys.readouterr()
     assert cli.main(["forecast", "patchtst_tiny_l336.etth1_h96", str(path), "--time-column", "day"]) == 2
     assert "--on-error skip to read such values as missing" in capsys.readouterr().err
+
+
+def test_a_long_waveform_given_to_the_model_directly_says_how_much_it_sees(caplog):
+    model = zoo.create_model("ast_tiny_d6_8k", depth=1).eval()
+    with caplog.at_level(logging.WARNING), torch.no_grad():
+        model(torch.zeros(1, 8000))                        # fits: nothing to say
+        assert caplog.text == ""
+        model(torch.zeros(1, 80000))
+    assert "a 10.00 s waveform: the model sees its first 1.015 s (100 frames)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        model.train()(torch.zeros(1, 80000))                # training crops on purpose
+    assert caplog.text == ""

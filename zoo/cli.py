@@ -84,18 +84,18 @@ def _output_file(path: Union[str, Path], inputs: Sequence[Union[str, Path]], fla
     return out
 
 
-# Python argument spellings in library errors, as the command line spells them
+# Python argument spellings in library errors, as each command spells them
+_COLUMN_TERMS = (("time_column=None", "--time-column none"), ("time_column=<name>", "--time-column NAME"),
+                 ("target_columns=[...]", "--columns A,B"), ("target_columns=...", "--columns A,B"))
 CLI_TERMS = {
-    "forecast": (("time_column=None", "--time-column none"), ("time_column=<name>", "--time-column NAME"),
-                 ("target_columns=[...]", "--columns A,B"), ("target_columns=...", "--columns A,B"),
-                 ("irregular='reindex'", "--irregular reindex"),
-                 ("missing='interpolate'", "--missing interpolate"), ("the missing= policy", "--missing"),
-                 ("on_error='skip'", "--on-error skip")),
-    "finetune": (("time_column=None", "--time-column none"), ("time_column=<name>", "--time-column NAME"),
-                 ("target_columns=[...]", "--columns A,B"), ("target_columns=...", "--columns A,B"),
-                 ("irregular='reindex'", "data.irregular=reindex"),
-                 ("missing='interpolate'", "data.missing=interpolate"),
-                 ("the missing= policy", "data.missing"), ("on_error='skip'", "data.on_error=skip")),
+    "forecast": _COLUMN_TERMS + (("irregular='reindex'", "--irregular reindex"),
+                                 ("missing='interpolate'", "--missing interpolate"),
+                                 ("the missing= policy", "--missing"),
+                                 ("on_error='skip'", "--on-error skip")),
+    "finetune": _COLUMN_TERMS + (("irregular='reindex'", "data.irregular=reindex"),
+                                 ("missing='interpolate'", "data.missing=interpolate"),
+                                 ("the missing= policy", "data.missing"),
+                                 ("on_error='skip'", "data.on_error=skip")),
 }
 
 

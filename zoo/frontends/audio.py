@@ -283,8 +283,20 @@ class AudioFrontEnd(FrontEnd):
                                   num_prefix_tokens=self.num_prefix_tokens)
 
     def features(self, x: torch.Tensor, sample_rate: Optional[int] = None) -> torch.Tensor:
-        """The normalised filterbank (B, T, F) for a waveform (B, S), or ``x`` if already one."""
+        """The normalised filterbank (B, T, F) for a waveform (B, S), or ``x`` if already one.
+
+        The model sees ``target_frames`` frames: outside training, a longer waveform is cut with
+        a warning that says how much is used (``zoo.predict.predict_files`` classifies long
+        clips by sliding windows instead).
+        """
         if x.ndim == 2:
+            c = self.fbank_config
+            rate = sample_rate or c.sample_rate
+            if not self.training and c.num_frames(x.shape[-1] * c.sample_rate // rate) > c.target_frames:
+                used = (c.frame_length + (c.target_frames - 1) * c.frame_shift) / c.sample_rate
+                logger.warning("a %.2f s waveform: the model sees its first %.3f s (%d frames); "
+                               "zoo.predict.predict_files classifies long clips by sliding "
+                               "windows", x.shape[-1] / rate, used, c.target_frames)
             return self.filterbank(x, sample_rate=sample_rate)
         bins = self.fbank_config.num_mel_bins
         if x.ndim != 3 or x.shape[-1] != bins:
