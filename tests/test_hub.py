@@ -240,3 +240,28 @@ def test_save_needs_a_zoo_model(tmp_path):
         zoo.save(torch.nn.Linear(2, 2), tmp_path / "pkg")
     with pytest.raises(FileNotFoundError, match="not a zoo package"):
         zoo.load(tmp_path)
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("ast_tiny_d6_8k.fsdd", {}),                                 # bundled float16 weights
+    ("patchtst_tiny_l336.etth1_h96", {}),
+    ("patchtst_tiny_l336.etth1_h96", {"horizon": 24}),           # a new head
+    ("vit_nano_patch4_16.digits", {"num_classes": 3}),           # a new classifier
+])
+def test_loaded_models_are_whole_float32_with_the_fresh_models_flags(name, kwargs):
+    """Weights are assigned into a model built on the meta device (no init to pay for): no
+    tensor may stay on meta, dtypes and requires_grad are the freshly built model's."""
+    fresh = zoo.create_model(name.split(".")[0], **kwargs)
+    loaded = zoo.create_model(name, pretrained=True, **kwargs)
+    ours = dict(loaded.named_parameters())
+    for n, p in fresh.named_parameters():
+        assert not ours[n].is_meta and ours[n].dtype == p.dtype == torch.float32, n
+        assert ours[n].requires_grad == p.requires_grad, n
+    assert all(not b.is_meta for b in loaded.buffers())
+    for (n, b), (_, fresh_b) in zip(loaded.named_buffers(), fresh.named_buffers()):
+        if "running" not in n and "num_batches" not in n:   # computed, not loaded: the same
+            assert torch.equal(b, fresh_b), n
+    frozen = zoo.create_model("patchtst_tiny_l336", pos_embed="sincos")
+    path = _save(frozen, Path(hub.zoo_home()) / "sincos.safetensors")
+    again = zoo.create_model("patchtst_tiny_l336", pos_embed="sincos", pretrained=path)
+    assert not again.front_end.pos_embed.requires_grad

@@ -339,3 +339,12 @@ def test_the_readme_encoder_example_runs():
     maps = namespace["maps"]
     assert len(maps) == 4 and maps[0].shape == (2, 4, 50, 50)
     assert torch.all(maps[0][..., 0, 1:] == 0)          # causal: the first token sees only itself
+
+
+def test_recorded_maps_carry_gradients_for_relevance_methods():
+    attn = _noise(Attention(16, num_heads=2))
+    x = _x(1, 5, 16)
+    with record_attention(attn) as maps:
+        out, _ = attn(x)
+    (grad,) = torch.autograd.grad(out.sum(), maps)
+    assert grad.shape == (1, 2, 5, 5) and grad.abs().sum() > 0

@@ -146,8 +146,12 @@ def _ast_feature_extractor_args(source: Union[str, Path]) -> dict[str, Any]:
 
 
 def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], *, source: str = "checkpoint",
-                    allow_missing: Sequence[str] = ()) -> None:
-    """Strict load that names every missing key, unexpected key and shape mismatch."""
+                    allow_missing: Sequence[str] = (), assign: bool = False) -> None:
+    """Strict load that names every missing key, unexpected key and shape mismatch.
+
+    ``assign``: the model was built on the meta device; the checkpoint's tensors (cast to the
+    model's dtypes) become its weights, so no initialisation was paid for.
+    """
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict and not k.startswith(tuple(allow_missing))]
     unexpected = [k for k in state_dict if k not in own]
@@ -170,4 +174,51 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], *, source: 
         raise CheckpointMismatchError(
             f"{source} does not fit {type(model).__name__}: " + "; ".join(parts)
         )
-    model.load_state_dict(state_dict, strict=not allow_missing)
+    if not assign:
+        model.load_state_dict(state_dict, strict=not allow_missing)
+        return
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()},
+                          strict=not allow_missing, assign=True)
+
+
+def _materialise(model: nn.Module) -> nn.Module:
+    """Fill what no checkpoint holds (non-persistent buffers such as a filterbank's mel matrix)
+    through the owning module's ``init_non_persistent_buffers``; nothing may stay on meta."""
+    for module in model.modules():
+        if any(b.is_meta for b in module.buffers(recurse=False)) and \
+                hasattr(module, "init_non_persistent_buffers"):
+            module.init_non_persistent_buffers()
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"{type(model).__name__} keeps tensors no checkpoint holds: {left[:4]}")
+    return model
+
+
+def build_with_weights(builder: Any, args: Mapping[str, Any], state_dict: Mapping[str, Any], *,
+                       source: str, head: str,
+                       reset_head: Optional[Any] = None) -> tuple[nn.Module, bool]:
+    """Build ``builder(**args)`` holding ``state_dict``'s weights; returns (model, whether the
+    checkpoint's head was kept).
+
+    The model is built on the meta device and takes the checkpoint's tensors directly: no
+    initialisation is paid for (seconds on the larger models). When the tensors under ``head``
+    do not fit (another class count or horizon), everything else is loaded and the head is
+    freshly initialised: by ``reset_head(model)`` when given, else by building the model again
+    with its initialisation.
+    """
+    with torch.device("meta"):
+        model = builder(**args)
+    state_dict = model.adapt_state_dict(dict(state_dict))
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith(head)}
+    theirs = {k: tuple(v.shape) for k, v in state_dict.items() if k.startswith(head)}
+    if own == theirs:
+        load_state_dict(model, state_dict, source=source, assign=True)
+        return _materialise(model), True
+    body = {k: v for k, v in state_dict.items() if not k.startswith(head)}
+    if reset_head is None:
+        model = builder(**args)
+        load_state_dict(model, model.adapt_state_dict(body), source=source, allow_missing=(head,))
+        return model, False
+    load_state_dict(model, body, source=source, allow_missing=(head,), assign=True)
+    reset_head(model)
+    return _materialise(model), False

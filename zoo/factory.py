@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 import zoo.models  # noqa: F401  (registers the built-in variants)
-from zoo.checkpoint import (CheckpointMismatchError, is_timm_config, is_zoo_package,
-                            load_state_dict, load_weights)
+from zoo.checkpoint import (CheckpointMismatchError, build_with_weights, is_timm_config,
+                            is_zoo_package, load_weights)
 from zoo.models.base import Forecaster
 from zoo.registry import ModelEntry, ModelNotFoundError, PretrainedCfg, get_entry, list_models
 
@@ -84,17 +84,15 @@ def create_model(name: str, pretrained: Union[bool, str, Path] = False, *,
         args["num_classes"] = ckpt_classes
     else:
         args.setdefault("num_classes", cfg.num_classes)
-    model = entry.builder(**args)
-
-    if state_dict is not None:
-        state_dict = model.adapt_state_dict(state_dict)
-        if ckpt_classes is not None and ckpt_classes != model.num_classes:
+    if state_dict is None:
+        model = entry.builder(**args)
+    else:
+        model, kept = build_with_weights(entry.builder, args, state_dict, source=str(pretrained),
+                                         head="head.fc.",
+                                         reset_head=lambda m: m.head.reset(args["num_classes"]))
+        if not kept:
             logger.info("%s: new %d-class classifier replaces the checkpoint's %d classes",
                         name, model.num_classes, ckpt_classes)
-            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.fc.")}
-            load_state_dict(model, state_dict, source=str(pretrained), allow_missing=("head.fc.",))
-        else:
-            load_state_dict(model, state_dict, source=str(pretrained))
 
     if encoder_from is not None:
         source = _encoder_state_dict(encoder_from)
@@ -127,18 +125,15 @@ def _check_arguments(entry: ModelEntry, kwargs: Mapping[str, Any]) -> None:
 def _create_forecaster(name: str, entry: ModelEntry, cfg: PretrainedCfg, args: dict[str, Any],
                        state_dict: Optional[dict[str, Any]], source: Any) -> Forecaster:
     """Build a forecaster; a checkpoint for another horizon keeps all but the head."""
-    model = entry.builder(**args)
     if state_dict is None:   # figures belong to weights: random ones claim none
+        model = entry.builder(**args)
         cfg = replace(cfg, metrics={})
     else:
-        head = model.head.state_dict()
-        if any(tuple(state_dict.get(f"head.{k}", v).shape) != tuple(v.shape) for k, v in head.items()):
+        model, kept = build_with_weights(entry.builder, args, state_dict, source=str(source),
+                                         head="head.")
+        if not kept:
             logger.info("%s: new horizon-%d head replaces the checkpoint's", name, model.horizon)
-            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
-            load_state_dict(model, state_dict, source=str(source), allow_missing=("head.",))
             cfg = replace(cfg, metrics={})
-        else:
-            load_state_dict(model, state_dict, source=str(source))
     model.pretrained_cfg = replace(cfg, num_classes=0, preprocess={**cfg.preprocess,
                                                                    **model.input_spec()})
     return model

@@ -145,6 +145,11 @@ class Filterbank(nn.Module):
         self.register_buffer("window", _window(config), persistent=False)
         self.register_buffer("mel_banks", kaldi_mel_banks(config), persistent=False)
 
+    def init_non_persistent_buffers(self) -> None:
+        """Compute the window and mel matrix again (a model built on the meta device has no
+        values in them)."""
+        self.window, self.mel_banks = _window(self.config), kaldi_mel_banks(self.config)
+
     def log_mel(self, waveform: torch.Tensor, lengths: Optional[torch.Tensor] = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S) -> un-normalised log-mel (B, T_all, F) and valid frames per clip (B,)."""

@@ -162,7 +162,7 @@ class Attention(nn.Module):
             x, weights = _softmax_attention(q, k, v, self._mask(mask, N, x.device), self.scale,
                                             dropout_p)
             if self.recorder is not None:
-                self.recorder.append(weights.detach())
+                self.recorder.append(weights)   # in the graph when gradients are on
         x = x.transpose(1, 2).reshape(B, N, -1)
         return self.proj_drop(self.proj(x)), ((q, k) if self.residual else None)
 
@@ -198,7 +198,9 @@ def record_attention(module: nn.Module) -> Iterator[list[torch.Tensor]]:
     """Record the attention weights of every :class:`Attention` inside ``module``.
 
     ``with record_attention(model) as maps: model(x)`` fills ``maps`` with one (B, H, N, N)
-    tensor per attention call, in call order (first block first). While recording, attention
+    tensor per attention call, in call order (first block first); with gradients on they stay
+    in the autograd graph (``torch.autograd.grad(out, maps)`` gives gradient x attention
+    relevance). While recording, attention
     runs on the explicit softmax path (SDPA does not return weights); outside the block it is
     untouched, so normal inference keeps the fused kernels.
     """
