@@ -185,6 +185,9 @@ def test_forecast_never_writes_over_its_input(series_csv, tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"{message} {series_csv} is the input {series_csv}; zoo never writes over its inputs" in err
     capsys.readouterr()
+    same = str(tmp_path / "f.csv")                       # the plot would replace the forecast
+    assert cli.main(base[:5] + ["--output", same, "--plot", same]) == 2
+    assert "--plot" in capsys.readouterr().err and not (tmp_path / "f.csv").exists()
     assert cli.main(base[:5] + ["--output", str(tmp_path)]) == 2
     assert f"--output {tmp_path} is a folder; give a file name" in capsys.readouterr().err
     assert series_csv.read_bytes() == before

@@ -78,7 +78,7 @@ def _output_file(path: Union[str, Path], inputs: Sequence[Union[str, Path]], fla
     if out.is_dir():
         raise ValueError(f"{flag} {out} is a folder; give a file name, e.g. {out / 'result.csv'}")
     for item in map(Path, inputs):
-        if out.exists() and item.exists() and out.resolve() == item.resolve():
+        if out.resolve() == item.resolve():
             raise ValueError(f"{flag} {out} is the input {item}; zoo never writes over its "
                              "inputs: choose another file")
     return out
