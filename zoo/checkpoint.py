@@ -54,12 +54,8 @@ def load_weights(source: Source) -> tuple[dict[str, torch.Tensor], Optional[dict
 
 def read_config(source: Union[str, Path]) -> Optional[dict[str, Any]]:
     """The ``config.json`` of a directory or ``hf-hub:`` repo, or None."""
-    text = str(source)
-    if text.startswith("hf-hub:"):
-        path = hub.hf_hub_config(text[len("hf-hub:"):])
-    else:
-        path = Path(text).expanduser() / hub.CONFIG_FILE
-    return hub.read_json(path) if path is not None and path.is_file() else None
+    path = hub.optional_file(source, hub.CONFIG_FILE)
+    return hub.read_json(path) if path is not None else None
 
 
 def is_zoo_package(config: Optional[Mapping[str, Any]]) -> bool:
@@ -128,16 +124,8 @@ def peer_model_spec(config: Mapping[str, Any], source: Union[str, Path]
 
 def _ast_feature_extractor_args(source: Union[str, Path]) -> dict[str, Any]:
     """Filterbank settings from an HF folder's ``preprocessor_config.json`` when it has one."""
-    text = str(source)
-    if text.startswith("hf-hub:"):
-        repo_id, _, revision = text[len("hf-hub:"):].partition("@")
-        try:
-            path: Optional[Path] = hub.hf_hub_file(repo_id, PREPROCESSOR_FILE, revision or None)
-        except FileNotFoundError:
-            path = None
-    else:
-        path = Path(text).expanduser() / PREPROCESSOR_FILE
-    if path is None or not path.is_file():
+    path = hub.optional_file(source, PREPROCESSOR_FILE)
+    if path is None:
         return {}
     pre = hub.read_json(path)
     mapping = {"mean": "mean", "std": "std", "sampling_rate": "sample_rate",

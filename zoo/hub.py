@@ -233,21 +233,22 @@ def _fetch_hf_hub(spec: str, sha256: Optional[str] = None) -> tuple[Path, Option
             last_err = err
             continue
         verify(path, sha256)
-        try:
-            config: Optional[Path] = hf_hub_file(repo_id, CONFIG_FILE, revision or None)
-        except FileNotFoundError:
-            config = None
-        return path, config
+        return path, optional_file(f"hf-hub:{spec}", CONFIG_FILE)
     where = " in the local cache (offline mode)" if is_offline() else ""
     raise FileNotFoundError(
         f"hf-hub:{spec}: found none of {', '.join(WEIGHT_FILES)}{where}") from last_err
 
 
-def hf_hub_config(spec: str) -> Optional[Path]:
-    """The ``config.json`` of ``hf-hub:org/repo[@revision]`` (None if the repo has none)."""
-    repo_id, _, revision = spec.partition("@")
+def optional_file(source: Union[str, Path], filename: str) -> Optional[Path]:
+    """``filename`` of a directory or of ``hf-hub:org/repo[@revision]`` (a local path), or
+    None where there is no such file (or, without network, none in the cache)."""
+    text = str(source)
+    if not text.startswith("hf-hub:"):
+        path = Path(text).expanduser() / filename
+        return path if path.is_file() else None
+    repo_id, _, revision = text[len("hf-hub:"):].partition("@")
     try:
-        return hf_hub_file(repo_id, CONFIG_FILE, revision or None)
+        return hf_hub_file(repo_id, filename, revision or None)
     except FileNotFoundError:
         return None
 
