@@ -197,6 +197,16 @@ def test_bad_inputs_raise_helpful_errors(name):
         model(torch.randn(chans, img, img))
 
 
+@pytest.mark.parametrize("name", IMAGE_MODELS)
+def test_every_configuration_is_explained_on_its_patch_grid(name):
+    """Gradient rollout through every block kind, pool (token, avg, map), rope and register
+    configuration: one relevance per patch, finite, not all zero."""
+    model = _build(name)
+    relevance = zoo.explain(model, _images(model))
+    assert relevance.shape == (2, *model.front_end.grid_size)
+    assert torch.isfinite(relevance).all() and (relevance >= 0).all() and relevance.sum() > 0
+
+
 def test_global_pool_avg_and_no_class_token():
     model = _build("vit_tiny_patch4_32", global_pool="avg", class_token=False)
     assert model.front_end.num_prefix_tokens == 0

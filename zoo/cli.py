@@ -1,4 +1,4 @@
-"""The ``zoo`` command: list, info, train, eval, finetune, predict, forecast, export.
+"""The ``zoo`` command: list, info, train, eval, finetune, predict, forecast, explain, export.
 
 Training commands import the Lightning recipes lazily, so ``zoo list`` / ``zoo info`` stay fast
 and the library itself never imports Lightning.
@@ -87,11 +87,13 @@ def _output_file(path: Union[str, Path], inputs: Sequence[Union[str, Path]], fla
 # Python argument spellings in library errors, as each command spells them
 _COLUMN_TERMS = (("time_column=None", "--time-column none"), ("time_column=<name>", "--time-column NAME"),
                  ("target_columns=[...]", "--columns A,B"), ("target_columns=...", "--columns A,B"))
+_FORECAST_TERMS = _COLUMN_TERMS + (("irregular='reindex'", "--irregular reindex"),
+                                  ("missing='interpolate'", "--missing interpolate"),
+                                  ("the missing= policy", "--missing"),
+                                  ("on_error='skip'", "--on-error skip"))
 CLI_TERMS = {
-    "forecast": _COLUMN_TERMS + (("irregular='reindex'", "--irregular reindex"),
-                                 ("missing='interpolate'", "--missing interpolate"),
-                                 ("the missing= policy", "--missing"),
-                                 ("on_error='skip'", "--on-error skip")),
+    "forecast": _FORECAST_TERMS,
+    "explain": _FORECAST_TERMS,
     "finetune": _COLUMN_TERMS + (("irregular='reindex'", "data.irregular=reindex"),
                                  ("missing='interpolate'", "data.missing=interpolate"),
                                  ("the missing= policy", "data.missing"),
@@ -238,8 +240,30 @@ def _split_columns(text: Optional[str]) -> Optional[list[str]]:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
 
-def cmd_forecast(args: argparse.Namespace) -> int:
+def _read_series(args: argparse.Namespace, path: Union[str, Path]):
+    """The CSV at ``path`` read as the series options (``_add_series_options``) say."""
     from zoo.data.series import read_series
+
+    return read_series(path, time_column=None if args.time_column == "none" else args.time_column,
+                       target_columns=_split_columns(args.columns), missing=args.missing,
+                       irregular=args.irregular, on_error=args.on_error)
+
+
+ON_ERROR_HELP = "a non-numeric value: stop naming it, or read it as missing"
+
+
+def _add_series_options(p: argparse.ArgumentParser, what: str = "",
+                        on_error_help: str = ON_ERROR_HELP) -> None:
+    """How a series CSV is read: --time-column, --columns, --missing, --irregular, --on-error."""
+    p.add_argument("--time-column", default="date", help=f"{what}timestamp column, or 'none'")
+    p.add_argument("--columns", default=None, help=f"{what}comma-separated columns to forecast "
+                   "(default: every column but the time column)")
+    p.add_argument("--missing", default="error", choices=("error", "interpolate"))
+    p.add_argument("--irregular", default="error", choices=("error", "reindex"))
+    p.add_argument("--on-error", default="raise", choices=("raise", "skip"), help=on_error_help)
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
     from zoo.forecasting import forecast_frame, plot_forecast
 
     output = _output_file(args.output or Path(args.data).with_name(Path(args.data).stem + "_forecast.csv"),
@@ -248,10 +272,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     model = _load_for_predict(args.model, args.pretrained).eval()
     if getattr(model, "modality", "") != "series":
         raise ValueError(f"{args.model} is not a forecaster; `zoo list --modality series` shows them")
-    columns = _split_columns(args.columns)
-    time_column = None if args.time_column == "none" else args.time_column
-    frame = read_series(args.data, time_column=time_column, target_columns=columns,
-                        missing=args.missing, irregular=args.irregular, on_error=args.on_error)
+    frame = _read_series(args, args.data)
     forecast = forecast_frame(model, frame, horizon=args.horizon)
     output.parent.mkdir(parents=True, exist_ok=True)
     forecast.to_csv(output, index_label=frame.index.name or "step")
@@ -260,6 +281,64 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     print(f"forecast of {len(forecast)} steps x {forecast.shape[1]} columns -> {output}\n"
           f"plot -> {plot}")
     return 0
+
+
+def _explain_target(text: Optional[str], model: torch.nn.Module):
+    """--target: a forecaster's horizon step; a classifier's label, or its index."""
+    if text is None:
+        return None
+    if getattr(model, "modality", "") == "series":
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"--target for a forecaster is a horizon step (0-based), got "
+                             f"{text!r}") from None
+    from zoo.data.images import resolve_labels
+
+    labels = resolve_labels(model.pretrained_cfg.labels, model.num_classes)
+    if text in labels:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--target {text!r} is neither a label of this model ("
+                         f"{', '.join(labels[:10])}{', ...' if len(labels) > 10 else ''}) "
+                         "nor a class index") from None
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from zoo.explanation_pictures import explain_files, explain_series
+
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--output {out_dir} is a file; give a folder for the pictures")
+    model = _load_for_predict(args.model, args.pretrained).eval()
+    target = _explain_target(args.target, model)
+    name = Path(args.model).name if Path(args.model).exists() else args.model
+    options = dict(method=args.method, target=target, overwrite=args.overwrite, name=name)
+    if getattr(model, "modality", "") == "series":
+        if len(args.inputs) != 1 or Path(args.inputs[0]).suffix.lower() != ".csv":
+            raise ValueError("a forecaster explains one CSV of series (time column + numeric "
+                             f"columns), got {' '.join(args.inputs)}")
+        data = Path(args.inputs[0])
+        frame = _read_series(args, data)
+        pictures = [explain_series(model, frame, out_dir / f"{data.stem}.png", **options)]
+    else:
+        from zoo.predict import collect_inputs
+
+        if args.columns or args.time_column != "date" or args.missing != "error" \
+                or args.irregular != "error":
+            raise ValueError("--columns, --time-column, --missing and --irregular apply to "
+                             "forecasters only")
+        paths = collect_inputs(args.inputs, model)
+        pictures = explain_files(model, paths, out_dir, progress=len(paths) > 1,
+                                 on_error=args.on_error, **options)
+        skipped = len(paths) - len(pictures)
+        if skipped:
+            print(f"{skipped} unreadable file(s) skipped (see the warnings above)")
+    print(f"picture -> {pictures[0]}" if len(pictures) == 1
+          else f"{len(pictures)} pictures -> {out_dir}")
+    return 0 if pictures else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -346,19 +425,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="CSV with a time column and numeric columns, oldest row first")
     p.add_argument("--horizon", type=_count(1), default=None, help="steps to forecast (default: the "
                    "model's; shorter cuts its forecast)")
-    p.add_argument("--time-column", default="date", help="timestamp column, or 'none'")
-    p.add_argument("--columns", default=None, help="comma-separated columns to forecast "
-                   "(default: every column but the time column)")
-    p.add_argument("--missing", default="error", choices=("error", "interpolate"))
-    p.add_argument("--irregular", default="error", choices=("error", "reindex"))
-    p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
-                   help="a non-numeric value: stop naming it, or read it as missing")
+    _add_series_options(p)
     p.add_argument("--output", default=None, help="forecast CSV (default DATA_forecast.csv)")
     p.add_argument("--plot", default=None, help="plot file (default: the output with .png)")
     p.add_argument("--plot-columns", default=None, help="comma-separated columns to plot "
                    "(default: all forecast columns)")
     p.add_argument("--pretrained", help="weights for a registered name (default: its own)")
     p.set_defaults(func=cmd_forecast)
+
+    p = sub.add_parser("explain", help="pictures of the input patches a prediction or a "
+                       "forecast rests on (attention rollout, gradient-weighted)")
+    p.add_argument("model", help="registered name, a zoo package directory or a recipe .ckpt")
+    p.add_argument("inputs", nargs="+", help="a classifier: image or audio files, folders "
+                   "(searched recursively), CSV files with a 'path' column; a forecaster: one CSV "
+                   "of series (its last look-back is explained)")
+    p.add_argument("--output", required=True, help="folder for the PNGs (one per input, named "
+                   "after it; existing files are never replaced without --overwrite)")
+    p.add_argument("--method", default="grad_rollout", choices=("grad_rollout", "rollout", "raw"))
+    p.add_argument("--target", default=None, help="classifier: the label (or class index) to "
+                   "explain (default: the predicted one); forecaster: one horizon step, 0-based "
+                   "(default: the whole forecast); grad_rollout only")
+    p.add_argument("--overwrite", action="store_true", help="replace existing pictures")
+    p.add_argument("--pretrained", help="weights for a registered name (default: its own)")
+    _add_series_options(p, "forecaster: ", on_error_help="a classifier's unreadable file, a "
+                        "forecaster's non-numeric value: stop naming it, or skip it (read the "
+                        "value as missing)")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("export", help="package a model: weights, config.json and a model card "
                        "generated from its run (metrics measured afresh); --format onnx adds "

@@ -72,6 +72,26 @@ class ClassifierHead(nn.Module):
             tokens = tokens[:, self.num_prefix_tokens:]
         return self.attn_pool(tokens) if self.attn_pool is not None else tokens.mean(dim=1)
 
+    def readout_weights(self, tokens: torch.Tensor) -> torch.Tensor:
+        """How the pooled feature weighs each token: (B, N, D) -> (B, N), summing to 1.
+
+        ``token``: the class token alone; ``prefix_avg``: the prefix tokens equally; ``avg``:
+        the pooled tokens equally; ``map``: the attention pool's weights, mean over its heads.
+        Explanations read the encoder's relevance from these rows (:mod:`zoo.explanations`).
+        """
+        B, N, _ = tokens.shape
+        weights = tokens.new_zeros(B, N)
+        first = 0 if self.include_prefix else self.num_prefix_tokens
+        if self.pool == "token":
+            weights[:, 0] = 1.0
+        elif self.pool == "prefix_avg":
+            weights[:, :self.num_prefix_tokens] = 1.0 / self.num_prefix_tokens
+        elif self.pool == "avg":
+            weights[:, first:] = 1.0 / (N - first)
+        else:
+            weights[:, first:] = self.attn_pool.attention_weights(tokens[:, first:]).mean(dim=1)
+        return weights
+
     def forward(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """(B, N, D) -> logits (B, K), or the normalised pooled features (B, D) if pre_logits."""
         x = self.drop(self.fc_norm(self.pool_tokens(tokens)))

@@ -74,7 +74,7 @@ def audio_windows(wave: torch.Tensor, config: Any) -> list[tuple[int, int]]:
     return [(s, s + size) for s in starts]
 
 
-class _Reader:
+class FileReader:
     """Reads one file into the model's inputs: [(3, S, S) image], or the (S,) waveform of each
     window of an audio clip with the windows' (start, end) in samples."""
 
@@ -98,7 +98,9 @@ class _Reader:
         return [wave[a:b] for a, b in windows], windows
 
 
-def _model_inputs(model: nn.Module, items: list[torch.Tensor], audio: bool) -> torch.Tensor:
+def batch_inputs(model: nn.Module, items: list[torch.Tensor], audio: bool) -> torch.Tensor:
+    """A batch of what :class:`FileReader` read: images stacked, or waveforms padded and turned
+    into filterbanks (B, T, F), each clip's own frames."""
     if not audio:
         return torch.stack(items)
     lengths = torch.tensor([w.numel() for w in items])
@@ -126,7 +128,7 @@ def predict_files(model: nn.Module, paths: Sequence[Path], *, batch_size: int = 
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     model.eval()
     labels = resolve_labels(model.pretrained_cfg.labels, model.num_classes)
-    read = _Reader(model)
+    read = FileReader(model)
     rate = read.config.sample_rate if read.audio else 1
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(paths), unit="file", disable=not progress, desc="predict")
@@ -148,7 +150,7 @@ def predict_files(model: nn.Module, paths: Sequence[Path], *, batch_size: int = 
         probs = []
         for i in range(0, len(items), batch_size):   # long clips add windows: keep batches small
             with torch.inference_mode():
-                batch = _model_inputs(model, items[i:i + batch_size], read.audio)
+                batch = batch_inputs(model, items[i:i + batch_size], read.audio)
                 probs.append(model(batch).softmax(dim=-1))
         if items:
             rows += _best_windows(torch.cat(probs), owners, spans, labels, top_k, rate)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.frontends.base import FrontEnd
+from zoo.frontends.base import FrontEnd, PatchAxis
 from zoo.layers.drop import Dropout
 from zoo.layers.pos_embed import resample_pos_embed
 
@@ -312,6 +312,13 @@ class AudioFrontEnd(FrontEnd):
         if sample_rate is not None and sample_rate != self.fbank_config.sample_rate:
             raise ValueError("sample_rate applies to waveforms; a filterbank cannot be resampled")
         return x
+
+    def patch_axes(self, shape: tuple[int, ...]) -> tuple[PatchAxis, ...]:
+        """Filterbanks (B, T, F): patch rows over the mel bins F, patch columns over frames T."""
+        _, frames, bins = shape
+        f, t = self._grid_for(frames)
+        p = self.patch_size
+        return PatchAxis(2, 0, self.fstride, p, bins, f), PatchAxis(1, 0, self.tstride, p, frames, t)
 
     def forward(self, x: torch.Tensor, sample_rate: Optional[int] = None) -> torch.Tensor:
         fbank = self.features(x, sample_rate)                               # (B, T, F)

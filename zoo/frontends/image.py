@@ -18,7 +18,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from zoo.frontends.base import FrontEnd
+from zoo.frontends.base import FrontEnd, PatchAxis
 from zoo.layers.drop import Dropout
 from zoo.layers.pos_embed import Rope, resample_pos_embed
 
@@ -98,6 +98,12 @@ class ImageFrontEnd(FrontEnd):
                 f"{x.shape[1]} channels in {tuple(x.shape)}; convert grayscale/RGBA to RGB first"
             )
         return self._grid_for(x.shape[2], x.shape[3])
+
+    def patch_axes(self, shape: tuple[int, ...]) -> tuple[PatchAxis, ...]:
+        """Images (B, C, H, W): patch rows over H, patch columns over W."""
+        _, _, height, width = shape
+        (rows, cols), (ph, pw) = self._grid_for(height, width), self.patch_size
+        return PatchAxis(2, 0, ph, ph, height, rows), PatchAxis(3, 0, pw, pw, width, cols)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         grid = self._check(x)

@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from zoo.frontends.base import FrontEnd
+from zoo.frontends.base import FrontEnd, PatchAxis
 from zoo.layers.drop import Dropout
 from zoo.layers.pos_embed import sincos_table
 
@@ -201,6 +201,16 @@ class SeriesFrontEnd(FrontEnd):
         else:
             z = z[..., z.shape[-1] - ((self.num_patches - 1) * self.stride + self.patch_len):]
         return z.unfold(-1, self.patch_len, self.stride)
+
+    def patch_axes(self, shape: tuple[int, ...]) -> tuple[PatchAxis, ...]:
+        """Series (B, L, C): every channel is its own token sequence (channels, then patches
+        over time). ``end`` padding lets the last patch run past the look-back (onto repeats of
+        the last value); ``none`` leaves the oldest steps that fill no stride uncovered."""
+        _, length, channels = shape
+        covered = (self.num_patches - 1) * self.stride + self.patch_len
+        offset = 0 if self.padding == "end" else length - covered
+        return (PatchAxis(2, 0, 1, 1, channels, channels),
+                PatchAxis(1, offset, self.stride, self.patch_len, length, self.num_patches))
 
     def embed(self, z: torch.Tensor) -> torch.Tensor:
         """Scaled (B, L, C) -> tokens (B * C, N, D)."""

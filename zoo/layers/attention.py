@@ -236,11 +236,22 @@ class AttentionPool(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act=act)
         nn.init.trunc_normal_(self.latent, std=dim ** -0.5)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _query_key_value(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The latent query (B, H, 1, hd) and the tokens' keys and values (B, H, N, hd)."""
         B, N, D = x.shape
         heads = self.num_heads
         q = self.q(self.latent).reshape(1, 1, heads, D // heads).transpose(1, 2)   # (1, H, 1, hd)
         k, v = self.kv(x).reshape(B, N, 2, heads, D // heads).permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q.expand(B, -1, -1, -1), k, v)      # (B, H, 1, hd)
+        return q.expand(B, -1, -1, -1), k, v
+
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """How the latent query weighs each token: (B, N, D) -> (B, heads, N), rows sum to 1."""
+        q, k, _ = self._query_key_value(x)
+        return _softmax_attention(q, k, k, None, q.shape[-1] ** -0.5, 0.0)[1][:, :, 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, D = x.shape
+        q, k, v = self._query_key_value(x)
+        out = F.scaled_dot_product_attention(q, k, v)                            # (B, H, 1, hd)
         out = self.proj(out.transpose(1, 2).reshape(B, 1, D))
         return (out + self.mlp(self.norm(out)))[:, 0]
