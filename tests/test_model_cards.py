@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,28 @@ def test_card_metrics_match_a_fresh_evaluation(card, tmp_path, one_thread):
         assert value == pytest.approx(measured[key], abs=1e-4), key
     headline = next(iter(printed.values()))
     assert headline in Path("README.md").read_text(), f"README does not show {name}'s {headline}"
+
+
+def _reproduce_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce.py"
+    spec = importlib.util.spec_from_file_location("reproduce", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["reproduce"] = module   # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("card", CARDS, ids=[p.stem for p in CARDS])
+def test_reproduce_script_reads_every_card(card):
+    """benchmarks/reproduce.py retrains each card's command: it must find the command (a
+    config that exists), the card's figures and a tolerance for each."""
+    reproduce = _reproduce_script()
+    parsed = reproduce.read_card(card)
+    name, printed, _ = _card(card)
+    assert parsed.name == name and parsed.command[0] == "train"
+    assert Path(parsed.config).is_file()
+    assert parsed.metrics == {k: float(v) for k, v in printed.items()} and parsed.metrics
+    assert set(parsed.metrics) <= set(reproduce.TOLERANCE)
+    assert parsed.train_seconds and parsed.train_seconds > 0
