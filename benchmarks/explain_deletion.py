@@ -117,7 +117,7 @@ def measure(name: str, model, x: torch.Tensor, y, fractions, draws: int) -> list
 
         gen = torch.Generator().manual_seed(0)
         start = time.perf_counter()
-        grid = explain(model, x[:1], method="rollout").shape[1:]
+        grid = tuple(axis.count for axis in model.front_end.patch_axes(tuple(x.shape)))
         random = sum(score(lambda xb: random_patches((len(xb), *grid), fraction, per_row, gen))
                      for _ in range(draws)) / draws
         rows.append(dict(model=name, fraction=fraction, method="random", effect=random,

@@ -91,12 +91,12 @@ def gradient_rollout(maps: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]
 
 def _class_targets(model: Classifier, logits: torch.Tensor, target: Target) -> torch.Tensor:
     """The class explained for each sample: (B,) indices."""
-    batch, classes = logits.shape
-    if classes == 0 or model.num_classes == 0:
+    if model.num_classes == 0:   # the head returns pooled features, not logits
         raise ValueError("this model has no classifier (num_classes=0): nothing to take "
                          "gradients of; use method='rollout' or 'raw'")
     if target is None:
         return logits.argmax(dim=-1)
+    batch, classes = logits.shape
     if isinstance(target, str):
         from zoo.data.images import resolve_labels
 
