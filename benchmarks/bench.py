@@ -29,9 +29,10 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,6 @@ sys.path.insert(0, str(HERE.parent))
 
 import zoo  # noqa: E402
 from zoo.convert import to_zoo_state_dict  # noqa: E402
-
 
 # --- contenders -----------------------------------------------------------------------------------
 
@@ -89,6 +89,7 @@ def vit_case(small: bool) -> Case:
 
 def ast_case() -> Case:
     import transformers
+
     from zoo.convert.hf_ast import ast_args_from_hf_config
 
     torch.manual_seed(0)
@@ -108,6 +109,7 @@ def ast_case() -> Case:
 
 def patchtst_case() -> Case:
     import transformers
+
     from zoo.convert.hf_patchtst import patchtst_args_from_hf_config
     from zoo.models.patchtst import PatchTST
 
@@ -241,6 +243,7 @@ def frontend_rows(*, warmup: int, rounds: int) -> list[dict[str, Any]]:
     import numpy as np
     import torchaudio
     import transformers
+
     from zoo.frontends.audio import FbankConfig, Filterbank
 
     g = torch.Generator().manual_seed(0)
@@ -317,27 +320,24 @@ def epoch_rows() -> list[dict[str, Any]]:
     import os
     import tempfile
 
-    from recipes.config import load_config
-    from recipes.train import build_datamodule, build_module, build_trainer
+    from recipes.cli import build
 
     rows = []
     for config_file, data in (("configs/audio/ast_tiny_d6_fsdd.yaml", "fsdd"),
-                              ("configs/series/patchtst_tiny_etth1_h96.yaml", "ett")):
+                              ("configs/series/patchtst_tiny_etth1.yaml", "ett")):
         if not (Path(os.environ.get("ZOO_DATA", "")) / data).exists():
             print(f"skipped the {config_file} epoch: set ZOO_DATA to the folder holding {data}/")
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            config = load_config(HERE.parent / config_file,
-                                 [f"output_dir={tmp}", "trainer.max_epochs=1",
-                                  "trainer.enable_progress_bar=false"])
-            start = time.perf_counter()
-            dm = build_datamodule(config)
-            module = build_module(config, dm)
+            start = time.perf_counter()   # data setup: reading the data and making the model
+            cli = build(["--config", str(HERE.parent / config_file),
+                         f"--trainer.default_root_dir={tmp}", "--trainer.max_epochs=1",
+                         "--trainer.enable_progress_bar=false",
+                         "--trainer.enable_model_summary=false"])
             setup = time.perf_counter() - start
-            trainer = build_trainer(config, Path(tmp))
-            trainer.callbacks = [c for c in trainer.callbacks if "ModelSummary" not in type(c).__name__]
+            dm = cli.datamodule
             start = time.perf_counter()
-            trainer.fit(module, datamodule=dm)
+            cli.trainer.fit(cli.model, datamodule=dm)
             epoch = time.perf_counter() - start
         rows.append({"recipe": config_file, "data_setup_s": round(setup, 1),
                      "epoch_s": round(epoch, 1), "train_samples": len(dm.train_set),
@@ -365,7 +365,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print("  ".join(str(r.get(k, "")).ljust(widths[k]) for k in keys))
 
 
-def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="vit,vit_small,ast,patchtst,frontend",
                         help="comma-separated: " + ", ".join([*CASES, "frontend"]))

@@ -17,8 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import zoo  # noqa: E402
-from zoo.data.series import SeriesWindows, etth1_splits  # noqa: E402
+import zoo
+from zoo.data.series import SeriesWindows, etth1_splits
 
 PAPER_BATCH = 128
 

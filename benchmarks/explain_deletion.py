@@ -30,11 +30,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import zoo  # noqa: E402
-from zoo.data.audio import FSDD_SAMPLE_RATE, fsdd_items, fsdd_root, load_clips  # noqa: E402
-from zoo.data.images import DigitsDataset  # noqa: E402
-from zoo.data.series import SeriesWindows, etth1_splits  # noqa: E402
-from zoo.explanations import METHODS, delete_patches, explain, model_input  # noqa: E402
+import zoo
+from zoo.data.audio import FSDD_SAMPLE_RATE, fsdd_items, fsdd_root, load_clips
+from zoo.data.images import DigitsDataset
+from zoo.data.series import SeriesWindows, etth1_splits
+from zoo.explanations import METHODS, delete_patches, explain, model_input
 
 BATCH = 64
 
@@ -118,20 +118,21 @@ def measure(name: str, model, x: torch.Tensor, y, fractions, draws: int) -> list
         gen = torch.Generator().manual_seed(0)
         start = time.perf_counter()
         grid = tuple(axis.count for axis in model.front_end.patch_axes(tuple(x.shape)))
-        random = sum(score(lambda xb: random_patches((len(xb), *grid), fraction, per_row, gen))
+        # the lambdas below are called at once, inside this iteration: late binding is harmless
+        random = sum(score(lambda xb: random_patches((len(xb), *grid), fraction, per_row, gen))  # noqa: B023
                      for _ in range(draws)) / draws
         rows.append(dict(model=name, fraction=fraction, method="random", effect=random,
                          ratio=1.0, seconds=time.perf_counter() - start))
         if per_row:   # the recency baseline: the latest patches of each channel
             start = time.perf_counter()
             latest = torch.arange(grid[-1]).expand(grid).float()
-            effect = score(lambda xb: top_patches(latest.expand(len(xb), *grid), fraction, True))
+            effect = score(lambda xb: top_patches(latest.expand(len(xb), *grid), fraction, True))  # noqa: B023
             rows.append(dict(model=name, fraction=fraction, method="latest patches",
                              effect=effect, ratio=effect / random if random > 0 else float("nan"),
                              seconds=time.perf_counter() - start))
         for method in METHODS:
             start = time.perf_counter()
-            effect = score(lambda xb: top_patches(explain(model, xb, method=method), fraction,
+            effect = score(lambda xb: top_patches(explain(model, xb, method=method), fraction,  # noqa: B023
                                                   per_row))
             rows.append(dict(model=name, fraction=fraction, method=method, effect=effect,
                              ratio=effect / random if random > 0 else float("nan"),
@@ -161,7 +162,7 @@ def main() -> None:
     x, y = etth1_inputs(etth1, args.stride)
     rows += measure(f"patchtst_tiny_l336.etth1_h96 ({len(x)} test windows, MSE increase)", etth1,
                     x, y, args.fractions, args.random_draws)
-    print(f"| model | deleted | method | effect | vs random | time (s) |\n|---|---|---|---|---|---|")
+    print("| model | deleted | method | effect | vs random | time (s) |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['fraction']:.0%} | {r['method']} | {r['effect']:.4f} | "
               f"{r['ratio']:.2f}x | {r['seconds']:.1f} |")

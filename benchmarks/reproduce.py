@@ -28,7 +28,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 CARDS = ROOT / "model_cards"
@@ -55,7 +54,7 @@ class Card:
     path: Path
     command: list[str]                       # the argv after "zoo"
     metrics: dict[str, float]
-    train_seconds: Optional[float]
+    train_seconds: float | None
     facts: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -91,7 +90,7 @@ def all_cards() -> list[Card]:
 def _zoo(argv: list[str]) -> str:
     """Run ``zoo ARGV`` in a fresh interpreter from the repository root; its stdout."""
     done = subprocess.run([sys.executable, "-m", "zoo.cli", *argv], cwd=ROOT, text=True,
-                          capture_output=True)
+                          capture_output=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"zoo {' '.join(argv)} failed ({done.returncode}):\n"
                            f"{done.stderr[-3000:]}")
@@ -103,31 +102,30 @@ def _json_tail(stdout: str) -> dict:
     return json.loads(stdout[stdout.rindex("\n{") + 1:] if "\n{" in stdout else stdout)
 
 
-def reproduce(card: Card, seed: Optional[int], runs_dir: Path) -> dict:
-    """Train ``card``'s command (with ``seed=`` when given) and evaluate what it tested."""
-    from recipes.config import load_config
-    from recipes.export import card_metrics
+def reproduce(card: Card, seed: int | None, runs_dir: Path) -> dict:
+    """Train ``card``'s command (with ``--seed_everything`` when given) and evaluate what it
+    tested."""
+    from recipes.export import SavedRun, card_metrics
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = runs_dir / f"{card.name}-{'card' if seed is None else f'seed{seed}'}-{stamp}"
     if run_dir.resolve().is_relative_to(ROOT):   # as a card shows it: runs/reproduce/...
         run_dir = run_dir.resolve().relative_to(ROOT)
-    overrides = [*card.overrides, f"output_dir={run_dir}"]
+    overrides = [*card.overrides, f"--trainer.default_root_dir={run_dir}"]
     if seed is not None:
-        overrides.append(f"seed={seed}")
+        overrides.append(f"--seed_everything={seed}")
     start = time.perf_counter()
     trained = _json_tail(_zoo(["train", card.config, *overrides]))
     wall = time.perf_counter() - start
     ckpt = trained["best_checkpoint"]
     tested = _json_tail(_zoo(["eval", card.config, "--ckpt", ckpt, *overrides]))["metrics"]
-    config = load_config(card.config, overrides)
-    modality = "series" if config.task == "forecasting" else "classifier"
+    run = SavedRun.read(ROOT / run_dir / "config.yaml")
     return dict(name=card.name, seed=seed, run_dir=str(run_dir), wall_s=wall,
                 train_s=trained.get("train_time_s"), epochs=trained.get("epochs"),
-                metrics=card_metrics(tested, config.data.dataset, modality))
+                metrics=card_metrics(tested, run.dataset, run.modality))
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="weights to reproduce (default: every card)")
     parser.add_argument("--quick", action="store_true",

@@ -15,7 +15,8 @@ import sys
 
 STEP = r'''
 import json, resource, sys, time, torch, zoo
-name, lookback, batch, channels, ckpt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
+name, lookback, batch, channels = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+ckpt = sys.argv[5] == "1"
 torch.manual_seed(0)
 model = zoo.create_model(name, context_length=lookback, num_channels=channels, **json.loads(sys.argv[6]))
 model.set_grad_checkpointing(ckpt)

@@ -1,48 +1,56 @@
-"""Audio classification data: FSDD or an AudioFolder tree -> cached filterbanks -> batches.
+"""Audio classification data: FSDD or an AudioFolder tree -> cached filterbanks -> batches,
+or audio shards (:mod:`recipes.streaming`) -> filterbanks per clip as they stream.
 
 Clips are decoded once, resampled to the model's rate, and turned into normalised log-mel
 filterbanks in vectorised chunks; the (N, T, F) tensor stays in memory (FSDD: 3,000 clips,
-~80 MB at 64 bins x 100 frames), so an epoch costs no decoding. Training augmentation (random
-time shift, SpecAugment) runs batched on the batch's device; mixup lives in the module.
+~80 MB at 64 bins x 100 frames), so an epoch costs no decoding. Shards hold the resampled
+waveforms instead; each clip's filterbank is computed when it is read. Training augmentation
+(random time shift, SpecAugment) runs batched on the batch's device; mixup lives in the module.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Literal, get_args
 
 import torch
 from torch.utils.data import TensorDataset
 
-from recipes.data import SplitDataModule
-
+from recipes.data import ModelKwargs, SplitDataModule, model_for_data
+from recipes.streaming import SPLITS, expect_kind, read_shards_index, shard_splits
+from zoo.data import OnError
 from zoo.data.audio import audio_folder_items, fsdd_items, fsdd_root, load_clips
 from zoo.data.augment import random_gain, random_time_shift, random_time_stretch, spec_augment
 from zoo.frontends.audio import FbankConfig, Filterbank
 
 logger = logging.getLogger("zoo.recipes")
 
-AUDIO_DATASETS = ("fsdd", "audiofolder")
+AudioDataset = Literal["fsdd", "audiofolder", "shards"]
+AUDIO_DATASETS = get_args(AudioDataset)
 
 
 def compute_filterbanks(waveforms: Sequence[torch.Tensor], config: FbankConfig, *,
-                        names: Optional[Sequence[str]] = None, chunk: int = 256
+                        names: Sequence[str] | None = None, chunk: int = 256,
+                        filterbank: Filterbank | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mono clips (S_i,) at ``config.sample_rate`` -> filterbanks (N, T, F) and valid frames (N,).
 
     Clips shorter than one frame are padded with silence, logged with the clip's name (silent
-    clips are kept; :func:`zoo.data.audio.load_audio` reports them).
+    clips are kept; :func:`zoo.data.audio.load_audio` reports them). ``filterbank``: a
+    ``Filterbank(config)`` to reuse.
     """
-    filterbank = Filterbank(config)
+    filterbank = filterbank if filterbank is not None else Filterbank(config)
     names = list(names) if names is not None else [f"clip {i}" for i in range(len(waveforms))]
     clips = []
-    for wave, name in zip(waveforms, names):
+    for wave, name in zip(waveforms, names, strict=True):
+        clip = wave
         if wave.numel() < config.frame_length:
             logger.warning("%s: %d samples, shorter than one %g ms frame; padded with silence",
                            name, wave.numel(), config.frame_length_ms)
-            wave = torch.nn.functional.pad(wave, (0, config.frame_length - wave.numel()))
-        clips.append(wave)
+            clip = torch.nn.functional.pad(wave, (0, config.frame_length - wave.numel()))
+        clips.append(clip)
     features, valid = [], []
     for start in range(0, len(clips), chunk):
         part = clips[start:start + chunk]
@@ -56,9 +64,25 @@ def compute_filterbanks(waveforms: Sequence[torch.Tensor], config: FbankConfig, 
     return torch.cat(features), torch.cat(valid)
 
 
+class AudioItems:
+    """An audio shard record (a mono waveform at the model's rate) -> (filterbank (T, F), valid
+    frames (), label ()), what the in-memory path's TensorDataset holds for the clip."""
+
+    def __init__(self, config: FbankConfig) -> None:
+        self.config, self.filterbank = config, Filterbank(config)
+
+    def __call__(self, record: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        wave = torch.as_tensor(record["wave"])
+        features, valid = compute_filterbanks([wave], self.config, names=[record["name"]],
+                                              filterbank=self.filterbank)
+        return features[0], valid[0], torch.tensor(int(record["label"]))
+
+
 class AudioDataModule(SplitDataModule):
-    """FSDD (standard split; 300 of the training clips held out for validation) or an
-    AudioFolder tree, as normalised filterbanks for a model with filterbank settings ``fbank``.
+    """FSDD (standard split; 300 of the training clips held out for validation), an
+    AudioFolder tree, or audio shards (``dataset="shards"``, ``root`` a shards folder or URL;
+    their split and sample rate, which must be the model's), as normalised filterbanks for a
+    model with filterbank settings ``fbank``.
 
     FSDD splits: fit = takes 10-49 (2,400), val = takes 5-9 (300), test = takes 0-4 (300);
     with ``holdout=False`` training uses all of takes 5-49 (2,700, the standard training set)
@@ -66,17 +90,26 @@ class AudioDataModule(SplitDataModule):
     ``on_error``: ``raise`` stops at an unreadable file (naming it), ``skip`` logs and drops it.
     """
 
-    def __init__(self, *, dataset: str, fbank: FbankConfig, root: Optional[str] = None,
+    def __init__(self, *, dataset: AudioDataset, model_name: str | None = None,
+                 model_kwargs: ModelKwargs | None = None, fbank: FbankConfig | None = None,
+                 root: str | None = None,
                  batch_size: int = 64, num_workers: int = 0, val_fraction: float = 0.2,
                  augment: bool = True, time_shift: bool = True, freq_mask: int = 0,
                  time_mask: int = 0, num_masks: int = 1, time_stretch: float = 1.0,
-                 gain_db: float = 0.0, on_error: str = "raise", holdout: bool = True,
+                 gain_db: float = 0.0, on_error: OnError = "raise", holdout: bool = True,
                  seed: int = 0) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
+        if fbank is None:
+            if model_name is None:
+                raise ValueError("AudioDataModule needs model_name (the model it feeds: its "
+                                 "filterbank settings) or fbank")
+            fbank = model_for_data(model_name, model_kwargs, "audio").fbank_config
         if dataset not in AUDIO_DATASETS:
             raise ValueError(f"audio dataset must be one of {AUDIO_DATASETS}, got {dataset!r}")
         if dataset == "audiofolder" and not root:
             raise ValueError("the audiofolder dataset needs data.root (a folder of class sub-folders)")
+        if dataset == "shards" and not root:
+            raise ValueError("the shards dataset needs data.root (a shards folder or URL)")
         self.dataset, self.fbank, self.root = dataset, fbank, root
         self.val_fraction = val_fraction
         self.augment, self.time_shift = augment, time_shift
@@ -105,8 +138,11 @@ class AudioDataModule(SplitDataModule):
         targets = torch.tensor([items[i][1] for i in kept])
         return TensorDataset(features, valid, targets)
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
+            return
+        if self.dataset == "shards":
+            self._setup_shards()
             return
         train, val, test = self._items()
         self.train_set = self._tensors(train)
@@ -116,6 +152,22 @@ class AudioDataModule(SplitDataModule):
                     len(self.train_set), len(self.val_set),
                     len(self.test_set) if self.test_set else "no",
                     tuple(self.train_set.tensors[0].shape[1:]))
+
+    def _setup_shards(self) -> None:
+        index = read_shards_index(self.root)
+        expect_kind(index, self.root, ("audio",), "audio")
+        if index["sample_rate"] != self.fbank.sample_rate:
+            raise ValueError(
+                f"the shards at {self.root} hold {index['sample_rate']} Hz audio, the model takes "
+                f"{self.fbank.sample_rate} Hz: convert them again with --sample-rate "
+                f"{self.fbank.sample_rate}")
+        items = AudioItems(self.fbank)
+        self.train_set, self.val_set, self.test_set = shard_splits(
+            self.root, index, dict.fromkeys(SPLITS, items))
+        self.classes, self.skipped = list(index["classes"]), list(index.get("skipped", []))
+        logger.info("audio shards %s: %d train / %d val / %s test clips", self.root,
+                    len(self.train_set), len(self.val_set),
+                    len(self.test_set) if self.test_set else "no")
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """(fbank, valid, target) -> (fbank, target), augmented while training."""

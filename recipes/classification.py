@@ -3,9 +3,10 @@ and `zoo finetune` for classification tasks."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, get_args
 
 import lightning as L
 import torch
@@ -14,11 +15,13 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 import zoo
-from recipes.fault_tolerance import NONFINITE_POLICIES, checked_loss
+from recipes.data import ModelKwargs
+from recipes.fault_tolerance import NONFINITE_POLICIES, NonfinitePolicy, checked_loss
 from recipes.optim import param_groups, warmup_cosine
 from zoo.data.augment import mixup
 
-FINETUNE_MODES = ("full", "freeze_backbone", "linear_probe")
+FinetuneMode = Literal["full", "freeze_backbone", "linear_probe"]
+FINETUNE_MODES = get_args(FinetuneMode)
 
 
 class Classifier(L.LightningModule):
@@ -32,14 +35,17 @@ class Classifier(L.LightningModule):
     (e.g. an image ViT for an audio model).
     """
 
+    monitor = "val/acc"   # the validation metric that picks the best checkpoint
+
     def __init__(self, *, model_name: str, num_classes: int, labels: Sequence[str],
-                 pretrained: Any = False, model_kwargs: Optional[dict] = None,
+                 pretrained: Any = False, model_kwargs: ModelKwargs | None = None,
                  grad_checkpointing: bool = False, lr: float = 1e-3, min_lr: float = 1e-5,
                  weight_decay: float = 0.05, betas: Sequence[float] = (0.9, 0.999),
                  warmup_epochs: float = 1.0, label_smoothing: float = 0.1,
-                 layer_decay: Optional[float] = None, finetune_mode: str = "full",
+                 layer_decay: float | None = None, finetune_mode: FinetuneMode = "full",
                  trainable_blocks: int = 0, mixup: float = 0.0,
-                 encoder_from: Optional[str] = None, nonfinite_loss: str = "raise") -> None:
+                 encoder_from: str | None = None,
+                 nonfinite_loss: NonfinitePolicy = "raise") -> None:
         super().__init__()
         if nonfinite_loss not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite_loss must be one of {NONFINITE_POLICIES}, got {nonfinite_loss!r}")
@@ -85,7 +91,7 @@ class Classifier(L.LightningModule):
         return self.model(inputs)
 
     def _step(self, batch, batch_idx: int, metric: MulticlassAccuracy, stage: str
-              ) -> Optional[torch.Tensor]:
+              ) -> torch.Tensor | None:
         inputs, targets = batch
         if stage == "train" and self.hparams.mixup > 0:
             soft = F.one_hot(targets, self.hparams.num_classes).to(inputs.dtype)
@@ -110,7 +116,7 @@ class Classifier(L.LightningModule):
             self.log("test/top5", self.test_top5, on_step=False, on_epoch=True)
         return loss
 
-    def training_step(self, batch, batch_idx: int) -> Optional[torch.Tensor]:
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         return self._step(batch, batch_idx, self.train_acc, "train")
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -118,6 +124,11 @@ class Classifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._step(batch, batch_idx, self.test_acc, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Class probabilities (B, K) and the true classes (B,)."""
+        inputs, targets = batch
+        return {"probabilities": self(inputs).softmax(-1), "target": targets}
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -133,7 +144,7 @@ class Classifier(L.LightningModule):
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> "Classifier":
+    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> Classifier:
         """Rebuild from a recipe checkpoint without re-reading the original pretrained source."""
         ckpt = read_recipe_checkpoint(path, map_location)
         hparams = {**ckpt["hyper_parameters"], "pretrained": False, "encoder_from": None}

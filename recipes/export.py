@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 import torch
+import yaml
 from torch import nn
 
 import zoo
-from recipes.classification import Classifier, read_recipe_checkpoint
-from recipes.config import RecipeConfig, load_config
-from recipes.forecasting import Forecaster
 from zoo.package import package_writer, write_package
+
+if TYPE_CHECKING:   # a recipe checkpoint needs Lightning (zoo[train]); a registered model does not
+    from recipes.classification import Classifier
+    from recipes.forecasting import Forecaster
 
 logger = logging.getLogger("zoo.recipes")
 
@@ -61,22 +63,52 @@ KIND = {"image": "A Vision Transformer", "audio": "An Audio Spectrogram Transfor
         "series": "A PatchTST forecaster"}
 
 
-def dataset_facts(config: RecipeConfig) -> dict[str, str]:
+@dataclass(frozen=True)
+class SavedRun:
+    """What a run's saved LightningCLI config (``config.yaml``) says about its model and data."""
+
+    model_name: str
+    pretrained: Any
+    data: dict[str, Any]              # the data module's init_args
+    seed: int
+
+    @classmethod
+    def read(cls, path: str | Path) -> SavedRun:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            model, data = config["model"]["init_args"], config["data"]["init_args"]
+            return cls(model_name=model["model_name"], pretrained=model.get("pretrained", False),
+                       data=data, seed=int(config.get("seed_everything") or 0))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{path} is not a zoo run's config (LightningCLI model / data "
+                             f"init_args with a model_name): missing {err}") from err
+
+    @property
+    def dataset(self) -> str:
+        return self.data["dataset"]
+
+    @property
+    def modality(self) -> str:
+        return zoo.registry.get_entry(self.model_name)[0].modality
+
+
+def dataset_facts(run: SavedRun) -> dict[str, str]:
     """What the card says about the data: title, split, license, task, unit."""
-    d = config.data
-    if d.dataset in DATASETS:
-        return DATASETS[d.dataset]
-    if d.dataset == "csv":
-        split = (f"chronological: validation from {d.val_start}, test from {d.test_start}"
-                 if d.val_start else "chronological: {:.0%} / {:.0%} / {:.0%} of the rows".format(
-                     *d.fractions))
-        return dict(title=f"your series `{d.root}`", split=split + "; scaler fitted on the "
+    d = run.data
+    if run.dataset in DATASETS:
+        return DATASETS[run.dataset]
+    if run.dataset == "csv":
+        fractions = d.get("fractions") or (0.7, 0.1, 0.2)
+        split = (f"chronological: validation from {d['val_start']}, test from {d['test_start']}"
+                 if d.get("val_start") else
+                 "chronological: {:.0%} / {:.0%} / {:.0%} of the rows".format(*fractions))
+        return dict(title=f"your series `{d['root']}`", split=split + "; scaler fitted on the "
                     "training rows; MSE / MAE on standardised values over every test window",
                     license="not stated (your own data)", task="forecasting", unit="windows")
-    kind = "images" if d.dataset == "imagefolder" else "clips"
-    return dict(title=f"your {kind} in `{d.root}`, one folder per class",
-                split=f"its train/ and val/ folders, or {d.val_fraction:.0%} of each class held "
-                      f"out for validation (seed {config.seed})",
+    kind = "clips" if run.modality == "audio" else "images"
+    return dict(title=f"your {kind} in `{d.get('root')}`, one folder per class",
+                split=f"its train/ and val/ folders, or {d.get('val_fraction', 0.2):.0%} of each "
+                      f"class held out for validation (seed {run.seed})",
                 license="not stated (your own data)",
                 task="image classification" if kind == "images" else "audio classification",
                 unit=kind)
@@ -93,9 +125,9 @@ def card_metrics(tested: dict[str, float], dataset: str, modality: str) -> dict[
 
 
 def render_card(*, name: str, model: nn.Module, metrics: dict[str, float], run: dict[str, Any],
-                config: RecipeConfig, config_text: str, num_test: Optional[int]) -> str:
+                run_config: SavedRun, config_text: str, num_test: int | None) -> str:
     """The model card: what was trained on what, how it scored, how to reproduce it."""
-    data = dataset_facts(config)
+    data = dataset_facts(run_config)
     arch, modality = model.pretrained_cfg.architecture, model.modality
     if run.get("train_time_s") is not None:
         threads = run.get("torch_threads", 1)
@@ -105,7 +137,7 @@ def render_card(*, name: str, model: nn.Module, metrics: dict[str, float], run: 
                    + f"), {run.get('epochs', '?')} epochs")
     else:
         trained = "not recorded (the run did not finish)"
-    origin = "fine-tuned from `{}`".format(config.model.name) if config.model.pretrained \
+    origin = f"fine-tuned from `{run_config.model_name}`" if run_config.pretrained \
         else "trained from scratch"
     rows = [("architecture", f"`{arch}`"),
             ("parameters", f"{sum(p.numel() for p in model.parameters()):,}"),
@@ -128,8 +160,8 @@ def render_card(*, name: str, model: nn.Module, metrics: dict[str, float], run: 
     lines += ["", "## Reproduce", "", "```bash", command, "```", "",
               "The resolved config:", "", "```yaml", config_text.rstrip(), "```", "",
               "## Use", "", "```python", "import zoo",
-              f"model = zoo.load('path/to/this/directory').eval()   # or "
-              f"zoo.create_model({arch!r}, pretrained='path/to/this/directory')", "```", ""]
+              (f"model = zoo.load('path/to/this/directory').eval()   # or "
+               f"zoo.create_model({arch!r}, pretrained='path/to/this/directory')"), "```", ""]
     return "\n".join(lines)
 
 
@@ -138,14 +170,17 @@ def run_dir_of(ckpt: Path) -> Path:
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
 
 
-def module_from_checkpoint(ckpt: Union[str, Path]) -> Union[Classifier, Forecaster]:
+def module_from_checkpoint(ckpt: str | Path) -> Classifier | Forecaster:
+    from recipes.classification import Classifier, read_recipe_checkpoint
+    from recipes.forecasting import Forecaster
+
     hparams = read_recipe_checkpoint(ckpt)["hyper_parameters"]
     return (Forecaster if "num_channels" in hparams else Classifier).from_checkpoint(ckpt)
 
 
-def export_checkpoint(ckpt: Union[str, Path], out_dir: Union[str, Path], *,
-                      fmt: str = "package", evaluate: bool = True, tag: Optional[str] = None,
-                      config: Optional[Union[str, Path]] = None,
+def export_checkpoint(ckpt: str | Path, out_dir: str | Path, *,
+                      fmt: str = "package", evaluate: bool = True, tag: str | None = None,
+                      config: str | Path | None = None,
                       half: bool = False) -> dict[str, Any]:
     """Write the model of recipe checkpoint ``ckpt`` as a package in ``out_dir``.
 
@@ -167,7 +202,7 @@ def export_checkpoint(ckpt: Union[str, Path], out_dir: Union[str, Path], *,
     if not config_path.is_file():
         raise FileNotFoundError(f"no config at {config_path}: export needs the run's config "
                                 "(pass --config CONFIG for a checkpoint outside its run directory)")
-    recipe = load_config(config_path)
+    recipe = SavedRun.read(config_path)
     module = module_from_checkpoint(ckpt)
     model = module.model
     if half:   # what is measured is what ships
@@ -178,7 +213,7 @@ def export_checkpoint(ckpt: Union[str, Path], out_dir: Union[str, Path], *,
     run = json.loads((run_dir / "metrics.json").read_text()) \
         if (run_dir / "metrics.json").is_file() else {}
     if evaluate:
-        result = evaluate_ckpt(recipe, module=module)
+        result = evaluate_ckpt(["--config", str(config_path)], module=module)
         tested, num_test = result["metrics"], result["num_test"]
     elif half:
         raise ValueError("half=True changes the weights: their metrics must be measured (evaluate)")
@@ -186,7 +221,7 @@ def export_checkpoint(ckpt: Union[str, Path], out_dir: Union[str, Path], *,
         tested, num_test = run["metrics"], run.get("num_test")
     else:
         tested, num_test = {}, None
-    dataset = recipe.data.dataset
+    dataset = recipe.dataset
     metrics = card_metrics(tested, dataset, model.modality) if tested else {}
     if tag is None:
         tag = f"{dataset}_h{model.horizon}" if model.modality == "series" else dataset
@@ -198,7 +233,7 @@ def export_checkpoint(ckpt: Union[str, Path], out_dir: Union[str, Path], *,
         file=None, hf_hub_id=None, url=None, sha256=None,
         description=f"{data['task']}: {data['title']}")
     name = model.pretrained_cfg.name
-    card = render_card(name=name, model=model, metrics=metrics, run=run, config=recipe,
+    card = render_card(name=name, model=model, metrics=metrics, run=run, run_config=recipe,
                        config_text=config_path.read_text(), num_test=num_test)
     out_dir = Path(out_dir)
     written = {"name": name, "package": str(out_dir), "metrics": metrics}
@@ -225,7 +260,7 @@ def export_onnx_file(model: nn.Module, path: Path, final: Path) -> dict[str, Any
     return result
 
 
-def export_model(spec: str, out_dir: Union[str, Path], *, fmt: str = "package") -> dict[str, Any]:
+def export_model(spec: str, out_dir: str | Path, *, fmt: str = "package") -> dict[str, Any]:
     """Re-package a registered model (``arch.tag``) or a package directory as it is."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
@@ -241,7 +276,7 @@ def export_model(spec: str, out_dir: Union[str, Path], *, fmt: str = "package") 
     return written
 
 
-def export(source: str, out_dir: Union[str, Path], **options: Any) -> dict[str, Any]:
+def export(source: str, out_dir: str | Path, **options: Any) -> dict[str, Any]:
     """``zoo export``: a recipe checkpoint (``.ckpt``, see :func:`export_checkpoint`) or a
     registered name / package directory (``fmt`` only, see :func:`export_model`)."""
     if source.endswith(".ckpt"):

@@ -15,8 +15,9 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Literal, get_args
 
 import lightning as L
 import numpy as np
@@ -26,7 +27,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 logger = logging.getLogger("zoo.recipes")
 
-NONFINITE_POLICIES = ("raise", "skip")
+NonfinitePolicy = Literal["raise", "skip"]   # a NaN / Inf training loss: stop naming the step, or skip the batch
+NONFINITE_POLICIES = get_args(NonfinitePolicy)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -38,7 +40,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
-                        storage_options: Optional[Any] = None) -> None:
+                        storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         path = Path(path)
@@ -134,7 +136,8 @@ def resumable_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, seed: 
 
 def rng_state() -> dict[str, Any]:
     """Every global RNG's state, as tensors and plain values (readable with weights_only)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    # the legacy global NumPy state is what a resumed run must replay (user code may draw from it)
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
              "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
                        "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)}}
@@ -146,7 +149,7 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],  # noqa: NPY002
                          n["has_gauss"], n["gauss"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
@@ -160,12 +163,12 @@ class TrainingState(L.Callback):
     interruptions. Restored at the start of training, before the first batch is drawn."""
 
     def __init__(self) -> None:
-        self._pending: Optional[dict[str, Any]] = None
+        self._pending: dict[str, Any] | None = None
         self.train_time_s = 0.0
-        self._started: Optional[float] = None
+        self._started: float | None = None
 
     @staticmethod
-    def _sampler(trainer: L.Trainer) -> Optional[ResumableSampler]:
+    def _sampler(trainer: L.Trainer) -> ResumableSampler | None:
         sampler = getattr(trainer.train_dataloader, "sampler", None)
         return sampler if isinstance(sampler, ResumableSampler) else None
 
@@ -200,7 +203,7 @@ class TrainingState(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._trainer = trainer
 
-    _trainer: Optional[L.Trainer] = None
+    _trainer: L.Trainer | None = None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._pending = state
@@ -208,7 +211,7 @@ class TrainingState(L.Callback):
 
 
 def checked_loss(module: L.LightningModule, loss: torch.Tensor, batch_idx: int,
-                 policy: str) -> Optional[torch.Tensor]:
+                 policy: str) -> torch.Tensor | None:
     """``loss`` if it is finite; otherwise raise naming the step (``policy="raise"``) or
     return None, which makes Lightning skip the optimizer step (``"skip"``). Under DDP the
     ranks agree first, so that all of them skip the same step."""
@@ -224,5 +227,5 @@ def checked_loss(module: L.LightningModule, loss: torch.Tensor, batch_idx: int,
         module.log("train/skipped_batches", 1.0, reduce_fx="sum", on_step=False, on_epoch=True)
         return None
     raise FloatingPointError(
-        f"training loss is {loss.item()} at {where}; lower optim.lr, check the data, or set "
-        "trainer.nonfinite_loss=skip to skip such batches")
+        f"training loss is {loss.item()} at {where}; lower --model.lr, check the data, or pass "
+        "--model.nonfinite_loss=skip to skip such batches")

@@ -6,8 +6,9 @@ per batch, so a last partial batch counts exactly as much as its windows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, get_args
 
 import lightning as L
 import torch
@@ -15,11 +16,13 @@ import torch.nn.functional as F
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
 import zoo
-from recipes.fault_tolerance import NONFINITE_POLICIES, checked_loss
+from recipes.data import ModelKwargs
+from recipes.fault_tolerance import NONFINITE_POLICIES, NonfinitePolicy, checked_loss
 from recipes.optim import param_groups, warmup_cosine
 
-LOSSES = ("mse", "mae", "huber")
-SCHEDULES = ("cosine", "exponential")
+Loss = Literal["mse", "mae", "huber"]
+Schedule = Literal["cosine", "exponential"]   # exponential: hold, then x gamma per epoch
+LOSSES, SCHEDULES = get_args(Loss), get_args(Schedule)
 
 
 def hold_then_decay(optimizer: torch.optim.Optimizer, *, steps_per_epoch: int, hold_epochs: int,
@@ -42,13 +45,15 @@ class Forecaster(L.LightningModule):
     since the model normalises each window itself (RevIN).
     """
 
+    monitor = "val/mse"   # the validation metric that picks the best checkpoint
+
     def __init__(self, *, model_name: str, num_channels: int, pretrained: Any = False,
-                 model_kwargs: Optional[dict] = None, columns: Sequence[str] = (),
-                 scaler: Optional[dict] = None, grad_checkpointing: bool = False,
+                 model_kwargs: ModelKwargs | None = None, columns: Sequence[str] = (),
+                 scaler: dict | None = None, grad_checkpointing: bool = False,
                  lr: float = 1e-4, min_lr: float = 1e-6, weight_decay: float = 0.0,
                  betas: Sequence[float] = (0.9, 0.999), warmup_epochs: float = 0.0,
-                 schedule: str = "cosine", hold_epochs: int = 3, gamma: float = 0.9,
-                 loss: str = "mse", nonfinite_loss: str = "raise") -> None:
+                 schedule: Schedule = "cosine", hold_epochs: int = 3, gamma: float = 0.9,
+                 loss: Loss = "mse", nonfinite_loss: NonfinitePolicy = "raise") -> None:
         super().__init__()
         if nonfinite_loss not in NONFINITE_POLICIES:
             raise ValueError(f"nonfinite_loss must be one of {NONFINITE_POLICIES}, got {nonfinite_loss!r}")
@@ -74,7 +79,7 @@ class Forecaster(L.LightningModule):
             return F.huber_loss(forecast, target)
         return F.mse_loss(forecast, target)
 
-    def training_step(self, batch, batch_idx: int) -> Optional[torch.Tensor]:
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         history, target = batch
         loss = checked_loss(self, self._loss(self(history), target), batch_idx,
                             self.hparams.nonfinite_loss)
@@ -96,6 +101,12 @@ class Forecaster(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
+    def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """The forecast (B, H, C) and the true future (B, H, C), in the data's standardised
+        units (``zoo fit|test``'s scale; the checkpoint keeps the scaler)."""
+        history, target = batch
+        return {"forecast": self(history), "target": target}
+
     def configure_optimizers(self):
         hp = self.hparams
         groups = param_groups(self.model, lr=hp.lr, weight_decay=hp.weight_decay)
@@ -113,7 +124,7 @@ class Forecaster(L.LightningModule):
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> "Forecaster":
+    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> Forecaster:
         """Rebuild from a recipe checkpoint without re-reading the original pretrained source."""
         from recipes.classification import read_recipe_checkpoint
 

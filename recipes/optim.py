@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch import nn
 
 
 def param_groups(model: nn.Module, *, lr: float, weight_decay: float,
-                 layer_decay: Optional[float] = None) -> list[dict]:
+                 layer_decay: float | None = None) -> list[dict]:
     """AdamW groups: decay only matrices (dim >= 2) outside ``model.no_weight_decay()``;
     with ``layer_decay`` d, layer group i of L gets ``lr * d ** (L - 1 - i)`` (BEiT / MAE)."""
     if layer_decay is not None and not 0 < layer_decay <= 1:

@@ -15,8 +15,9 @@ import argparse
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from recipes.export import export_checkpoint
 from zoo.hub import sha256_of
@@ -52,7 +53,7 @@ def publish(run_dir: Path, tag: str, half: bool = False) -> dict[str, Any]:
                 description=cfg["description"], model_args=config["model_args"])
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--tag", required=True)

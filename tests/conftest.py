@@ -6,7 +6,6 @@ import hashlib
 import math
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional
 
 import pytest
 import torch
@@ -52,7 +51,7 @@ def fill_with_noise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def timm_model(name: Optional[str], *, seed: int = 0, **kwargs) -> torch.nn.Module:
+def timm_model(name: str | None, *, seed: int = 0, **kwargs) -> torch.nn.Module:
     """A timm model filled with noise, in eval mode (``name=None`` builds timm's
     ``VisionTransformer(**kwargs)`` directly).
 

@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 
 import zoo
 from tests.conftest import fill_with_noise, hf_cache_repo
+from zoo.checkpoint import CheckpointMismatchError
 from zoo.convert import to_zoo_state_dict
 from zoo.convert.hf_ast import ast_args_from_hf_config, convert_hf_ast
-from zoo.checkpoint import CheckpointMismatchError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,7 +40,8 @@ def _to_v4_layout(state_dict: dict) -> dict:
             (r"\.layers\.(\d+)\.mlp\.fc2", r".encoder.layer.\1.output.dense"),
             (r"\.layers\.(\d+)\.", r".encoder.layer.\1.")]
     out = {}
-    for key, value in state_dict.items():
+    for source_key, value in state_dict.items():
+        key = source_key
         for pattern, repl in subs:
             key, n = re.subn(pattern, repl, key)
             if n:
@@ -115,7 +116,8 @@ def test_encoder_from_image_vit_model():
     torch.manual_seed(0)
     vit = zoo.create_model("vit_tiny_patch16_224", depth=2)
     ast = zoo.create_model("ast_tiny", num_classes=10, depth=2, target_frames=100, encoder_from=vit)
-    for (name, a), b in zip(ast.encoder.state_dict().items(), vit.encoder.state_dict().values()):
+    for (name, a), b in zip(ast.encoder.state_dict().items(), vit.encoder.state_dict().values(),
+                            strict=True):
         assert torch.equal(a, b), name
     torch.testing.assert_close(ast.front_end.proj.weight,
                                vit.front_end.proj.weight.sum(dim=1, keepdim=True))

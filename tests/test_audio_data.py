@@ -8,7 +8,6 @@ import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pytest
@@ -179,7 +178,7 @@ def test_fsdd_root_layouts_and_errors(tmp_path):
 
 
 def _fake_zip(path: Path, recordings: dict[str, bytes],
-              extra: Optional[dict[str, bytes]] = None) -> Path:
+              extra: dict[str, bytes] | None = None) -> Path:
     top = "free-spoken-digit-dataset-26eb9aa0123456789"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr(f"{top}/", b"")
@@ -238,7 +237,7 @@ def test_download_fsdd_refuses_path_traversal(fake_fsdd, tmp_path, monkeypatch, 
 
 def test_download_fsdd_offline_needs_the_cache(fake_fsdd, tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError, match="offline mode: .* is not in the cache"):
+    with pytest.raises(FileNotFoundError, match=r"offline mode: .* is not in the cache"):
         audio.download_fsdd(tmp_path / "fsdd")
     assert not (tmp_path / "fsdd").exists()
 

@@ -8,10 +8,21 @@ import math
 import pytest
 import torch
 
-from zoo.data.augment import (mixup, random_gain, random_time_shift, random_time_stretch,
-                               spec_augment)
-from zoo.frontends.audio import (AUDIOSET_MEAN, AUDIOSET_STD, AudioFrontEnd, FbankConfig,
-                                 Filterbank, kaldi_mel_banks)
+from zoo.data.augment import (
+    mixup,
+    random_gain,
+    random_time_shift,
+    random_time_stretch,
+    spec_augment,
+)
+from zoo.frontends.audio import (
+    AUDIOSET_MEAN,
+    AUDIOSET_STD,
+    AudioFrontEnd,
+    FbankConfig,
+    Filterbank,
+    kaldi_mel_banks,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -65,7 +76,7 @@ def test_filterbank_matches_hf_feature_extractor():
     transformers = pytest.importorskip("transformers")
     extractor = transformers.ASTFeatureExtractor(max_length=200)
     lengths = [16000, 12345, 40000]                     # shorter and longer than 200 frames
-    waves = [w[:n] for w, n in zip(_speechlike(3, 40000), lengths)]
+    waves = [w[:n] for w, n in zip(_speechlike(3, 40000), lengths, strict=True)]
     ref = extractor([w.numpy() for w in waves], sampling_rate=16000,
                     return_tensors="pt").input_values
     config = FbankConfig(target_frames=200)

@@ -12,10 +12,10 @@ import soundfile as sf
 import torch
 
 import zoo
-from recipes.config import ConfigError, load_config
+from recipes.cli import ConfigError
 from zoo import cli
 
-QUIET = ["trainer.enable_progress_bar=false"]
+QUIET = ["--trainer.enable_progress_bar=false"]
 FSDD_CONFIG = "configs/audio/ast_tiny_d6_fsdd.yaml"
 
 
@@ -23,8 +23,8 @@ def test_audio_folder_finetune_predict_end_to_end(tmp_path, tone_folder, tone, c
     out = tmp_path / "ft"
     code = cli.main(["finetune", "ast_tiny_d6_8k", "--data", str(tone_folder), "--no-pretrained",
                      "--epochs", "6", "--lr", "2e-3", "--batch-size", "4", "--num-workers", "0",
-                     "--warmup-epochs", "1", "--output", str(out), "model.kwargs.depth=1",
-                     "model.kwargs.global_pool=avg", *QUIET])  # avg pooling learns in few steps
+                     "--warmup-epochs", "1", "--output", str(out), "--model.model_kwargs.depth=1",
+                     "--model.model_kwargs.global_pool=avg", *QUIET])  # avg pooling learns in few steps
     assert code == 0
     result = json.loads((out / "metrics.json").read_text())
     assert result["test_split"] == "val" and result["num_test"] == 4 and result["num_train"] == 12
@@ -50,7 +50,7 @@ def test_audio_finetune_from_an_image_encoder(tmp_path, tone_folder, timm_vit):
     out = tmp_path / "ft"
     code = cli.main(["finetune", "ast_tiny_d6_8k", "--data", str(tone_folder), "--no-pretrained",
                      "--epochs", "1", "--batch-size", "4", "--num-workers", "0",
-                     "--output", str(out), "model.kwargs.depth=1", f"model.encoder_from={path}",
+                     "--output", str(out), "--model.model_kwargs.depth=1", f"--model.encoder_from={path}",
                      *QUIET])
     assert code == 0
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
@@ -66,10 +66,10 @@ def test_corrupt_file_stops_with_its_name_or_is_skipped(tmp_path, caplog, write_
     (data / "low" / "broken.wav").write_bytes(b"RIFF\x00\x00garbage" * 10)
     args = ["finetune", "ast_tiny_d6_8k", "--data", str(data), "--no-pretrained", "--epochs", "1",
             "--batch-size", "4", "--num-workers", "0", "--output", str(tmp_path / "o"),
-            "model.kwargs.depth=1", *QUIET]
+            "--model.model_kwargs.depth=1", *QUIET]
     assert cli.main(args) == 2
     with caplog.at_level("WARNING"):
-        assert cli.main(args + ["data.on_error=skip"]) == 0
+        assert cli.main([*args, "--data.on_error=skip"]) == 0
     assert "broken.wav" in caplog.text
 
 
@@ -85,13 +85,18 @@ def test_predict_bad_audio_names_the_file(tmp_path, capsys):
     assert "short.wav: 100 samples at 8000 Hz is shorter than one 25 ms frame" in capsys.readouterr().err
 
 
-def test_audio_config_checks_task_and_dataset():
-    with pytest.raises(ConfigError, match=r"'data.on_error' must be one of \('raise', 'skip'\)"):
-        load_config(FSDD_CONFIG, ["data.on_error=ignore"])
-    from recipes.train import build_datamodule
-    with pytest.raises(ConfigError, match=r"data.dataset='digits' does not fit "
-                                          r"task='audio_classification'"):
-        build_datamodule(load_config(FSDD_CONFIG, ["data.dataset=digits"]))
+def test_audio_config_checks_choices_and_the_model_data_pairing():
+    from recipes.cli import build
+
+    with pytest.raises(ConfigError, match=r"config key 'data.init_args.on_error' must be one of "
+                                          r"'raise', 'skip', got 'ignore'"):
+        build(["--config", FSDD_CONFIG, "--data.on_error=ignore"])
+    with pytest.raises(ConfigError, match=r"config key 'data.init_args.dataset' must be one of "
+                                          r"'fsdd', 'audiofolder', 'shards', got 'digits'"):
+        build(["--config", FSDD_CONFIG, "--data.dataset=digits"])
+    with pytest.raises(ValueError, match=r"vit_nano_patch4_16 is an image model; this audio data "
+                                         r"module feeds audio models only"):
+        build(["--config", FSDD_CONFIG, "--model.model_name=vit_nano_patch4_16"])
 
 
 # --- FSDD (real data) -------------------------------------------------------------------------
@@ -104,8 +109,8 @@ needs_fsdd = pytest.mark.skipif(
 @needs_fsdd
 def test_fsdd_train_then_eval_agree(tmp_path, capsys):
     out = tmp_path / "run"
-    code = cli.main(["train", FSDD_CONFIG, f"output_dir={out}", "trainer.max_epochs=1",
-                     "trainer.limit_train_batches=2", "model.kwargs.depth=1", *QUIET])
+    code = cli.main(["train", FSDD_CONFIG, f"--trainer.default_root_dir={out}", "--trainer.max_epochs=1",
+                     "--trainer.limit_train_batches=2", "--model.model_kwargs.depth=1", *QUIET])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_test"] == 300 and metrics["num_train"] == 2700   # holdout: false

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from zoo.data.images import ImageDecodeError, load_image
 from zoo.predict import audio_windows, collect_inputs, predict_files
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-QUIET = ["trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1"]
 
 
 # --- images -----------------------------------------------------------------------------------------
@@ -93,7 +94,7 @@ def test_predict_skips_a_bomb_and_a_truncated_file_and_keeps_the_rest(tmp_path, 
     by_name = {Path(r.split(",")[0]).name: r for r in rows[1:]}
     assert by_name["good.png"].split(",")[1] in "0123456789"
     assert "decompression bomb" in by_name["huge.png"] and "cannot read image" in by_name["cut.png"]
-    with pytest.raises(ImageDecodeError, match="cut.png"):             # raise: the first bad one
+    with pytest.raises(ImageDecodeError, match=r"cut\.png"):             # raise: the first bad one
         predict_files(zoo.create_model("vit_nano_patch4_16.digits", pretrained=True),
                       sorted(folder.iterdir()), progress=False)
 
@@ -114,12 +115,12 @@ def test_finetuning_on_an_image_folder_names_a_truncated_file_or_skips_and_count
     whole = (data / "red" / "0.png").read_bytes()
     (data / "red" / "0.png").write_bytes(whole[: len(whole) // 2])
     args = ["finetune", "vit_tiny_patch4_32", "--data", str(data), "--no-pretrained", "--epochs", "1",
-            "--batch-size", "4", "--num-workers", "0", "model.kwargs.depth=1", *QUIET]
+            "--batch-size", "4", "--num-workers", "0", "--model.model_kwargs.depth=1", *QUIET]
     capsys.readouterr()
     assert cli.main([*args, "--output", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
-    assert "cannot read image" in err and "red/0.png" in err and "data.on_error=skip" in err
-    assert cli.main([*args, "--output", str(tmp_path / "b"), "data.on_error=skip"]) == 0
+    assert "cannot read image" in err and "red/0.png" in err and "--data.on_error=skip" in err
+    assert cli.main([*args, "--output", str(tmp_path / "b"), "--data.on_error=skip"]) == 0
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert metrics["skipped_files"] == [str(data / "red" / "0.png")]
     assert metrics["num_train"] + metrics["num_test"] == 11
@@ -134,7 +135,7 @@ def test_audio_windows_cover_a_long_clip_every_half_window():
     windows = audio_windows(torch.zeros(10 * 8000), config)
     assert windows[0] == (0, size) and windows[-1] == (80000 - size, 80000)
     assert all(b - a == size for a, b in windows)
-    assert all(w2[0] - w1[0] <= size // 2 for w1, w2 in zip(windows, windows[1:]))
+    assert all(w2[0] - w1[0] <= size // 2 for w1, w2 in pairwise(windows))
 
 
 def test_a_long_clip_is_judged_by_its_most_confident_window(tmp_path):

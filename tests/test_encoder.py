@@ -8,8 +8,9 @@ from dataclasses import fields, replace
 import pytest
 import torch
 
+import zoo.encoder
 from zoo.encoder import BlockConfig, Encoder, EncoderConfig
-from zoo.layers import Attention, DropPath, Dropout, local_attention_mask, record_attention
+from zoo.layers import Attention, Dropout, DropPath, local_attention_mask, record_attention
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -137,15 +138,31 @@ def test_grad_checkpointing_leaves_outputs_and_gradients_unchanged(drop_path):
         torch.testing.assert_close(grads_ck[name], grads[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_grad_checkpointing_is_skipped_without_grad():
-    encoder = _encoder().eval()
-    encoder.set_grad_checkpointing(True)
+def test_grad_checkpointing_is_used_exactly_when_gradients_are_recorded(monkeypatch):
+    """Under no_grad / inference_mode nothing is saved for backward, so the blocks run plainly
+    (checkpointing would only add overhead); with gradients every block is checkpointed once.
+    Outputs and gradients on vs off: the test above."""
+    used = []
+    real = zoo.encoder.checkpoint
+
+    def spy(function, *args, **kwargs):
+        used.append(function)
+        return real(function, *args, **kwargs)
+
+    monkeypatch.setattr(zoo.encoder, "checkpoint", spy)
+    encoder = _encoder(depth=3).train()
     x = _tokens()
     with torch.no_grad():
-        out = encoder(x)
-    encoder.set_grad_checkpointing(False)
-    with torch.no_grad():
-        torch.testing.assert_close(out, encoder(x), rtol=0, atol=0)
+        plain = encoder(x)
+    assert used == []
+    encoder.set_grad_checkpointing(True)
+    for no_grad in (torch.no_grad, torch.inference_mode):
+        with no_grad():
+            torch.testing.assert_close(encoder(x), plain, rtol=0, atol=0)
+    assert used == [], "checkpointing ran without gradients to save memory for"
+    out = encoder(x)
+    assert used == list(encoder.blocks), "with gradients, every block is checkpointed once"
+    torch.testing.assert_close(out.detach(), plain, rtol=1e-6, atol=1e-6)
 
 
 # --- drop-path ----------------------------------------------------------------------------------
@@ -289,7 +306,7 @@ def test_residual_attention_adds_each_blocks_scores_to_the_next():
         with record_attention(enc) as maps:
             out = enc(x)
         torch.testing.assert_close(out, h)
-        for got, want in zip(maps, expected_maps):
+        for got, want in zip(maps, expected_maps, strict=True):
             torch.testing.assert_close(got, want)
         plain = Encoder(replace(cfg, block=replace(cfg.block, residual_attention=False))).eval()
         plain.load_state_dict(enc.state_dict())
@@ -313,12 +330,16 @@ def test_residual_attention_adds_each_blocks_scores_to_the_next():
         for name, grad in grads_of(lambda: enc(x)).items():
             torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-5)
 
-    enc.train().set_grad_checkpointing(True)
-    torch.manual_seed(1)
-    a = enc(x)
-    enc.set_grad_checkpointing(False)
-    torch.manual_seed(1)
-    torch.testing.assert_close(a, enc(x))
+    # checkpointing recomputes each block from its saved inputs, the previous block's scores
+    # included: the same outputs and gradients, with every block run twice
+    enc.train()
+    out, x_grad, grads, calls = _outputs_and_grads(enc, x, checkpointing=False)
+    out_ck, x_grad_ck, grads_ck, calls_ck = _outputs_and_grads(enc, x, checkpointing=True)
+    assert calls == len(enc.blocks) and calls_ck == 2 * len(enc.blocks)
+    torch.testing.assert_close(out_ck, out, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(x_grad_ck, x_grad, rtol=1e-5, atol=1e-6)
+    for name in grads:
+        torch.testing.assert_close(grads_ck[name], grads[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 # --- windowed (block-local) attention -----------------------------------------------------------

@@ -14,8 +14,13 @@ import zoo
 from zoo import explanations
 from zoo.cli import main
 from zoo.data.images import DigitsDataset
-from zoo.explanations import (attention_rollout, delete_patches, explain, gradient_rollout,
-                              spread_to_input)
+from zoo.explanations import (
+    attention_rollout,
+    delete_patches,
+    explain,
+    gradient_rollout,
+    spread_to_input,
+)
 from zoo.frontends.base import PatchAxis
 from zoo.layers import attention as attention_module
 from zoo.models.ast import AudioSpectrogramTransformer

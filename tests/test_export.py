@@ -16,7 +16,7 @@ import zoo
 from recipes.export import module_from_checkpoint
 from zoo import cli
 
-QUIET = ["trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1"]
 
 
 def _run(argv: list[str], capsys) -> dict:
@@ -30,9 +30,9 @@ def _run(argv: list[str], capsys) -> dict:
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("image") / "run"
-    assert cli.main(["train", "configs/image/vit_nano_digits.yaml", f"output_dir={out}",
-                     "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-                     "model.kwargs.depth=1", *QUIET]) == 0
+    assert cli.main(["train", "configs/image/vit_nano_digits.yaml", f"--trainer.default_root_dir={out}",
+                     "--trainer.max_epochs=1", "--trainer.limit_train_batches=3",
+                     "--model.model_kwargs.depth=1", *QUIET]) == 0
     return out
 
 
@@ -41,7 +41,7 @@ def audio_run(tmp_path_factory, tone_folder) -> Path:
     out = tmp_path_factory.mktemp("audio") / "run"
     assert cli.main(["finetune", "ast_tiny_d6_8k", "--data", str(tone_folder), "--no-pretrained",
                      "--epochs", "1", "--batch-size", "4", "--num-workers", "0", "--output",
-                     str(out), "model.kwargs.depth=1", *QUIET]) == 0
+                     str(out), "--model.model_kwargs.depth=1", *QUIET]) == 0
     return out
 
 
@@ -56,7 +56,7 @@ def series_run(tmp_path_factory) -> tuple[Path, Path]:
     assert cli.main(["finetune", "patchtst_tiny_l336", "--data", str(root / "sales.csv"),
                      "--no-pretrained", "--horizon", "7", "--time-column", "day", "--epochs", "1",
                      "--batch-size", "32", "--num-workers", "0", "--output", str(out),
-                     "model.kwargs.context_length=28", "model.kwargs.depth=1", *QUIET]) == 0
+                     "--model.model_kwargs.context_length=28", "--model.model_kwargs.depth=1", *QUIET]) == 0
     return out, root / "sales.csv"
 
 
@@ -160,7 +160,8 @@ def test_batch_predict_over_a_folder_and_a_csv_list_writes_results(tmp_path, cap
                      str(tmp_path / "list.csv"), "--output", str(out), "--batch-size", "16",
                      "--on-error", "skip", "--top-k", "3"]) == 0
     assert "41 predictions" in capsys.readouterr().out
-    rows = list(csv.DictReader(open(out)))
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == 42 and rows[-1]["path"] == str(broken) and "cannot read image" in rows[-1]["error"]
     correct = [r["label"] == Path(r["path"]).stem.split("_")[1] for r in rows[:40]]
     assert sum(correct) >= 36                                  # the published weights: ~98%
@@ -171,4 +172,5 @@ def test_batch_predict_over_a_folder_and_a_csv_list_writes_results(tmp_path, cap
     clips = write_tones(tmp_path / "tones", per_class=2)
     package = zoo.save(zoo.create_model("ast_tiny_d6_8k", depth=1, num_classes=2), tmp_path / "ast")
     assert cli.main(["predict", str(package), str(clips), "--output", str(tmp_path / "a.csv")]) == 0
-    assert len(list(csv.DictReader(open(tmp_path / "a.csv")))) == 4
+    with open(tmp_path / "a.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 4

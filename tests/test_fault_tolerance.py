@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipes.config import ConfigError, load_config
+from recipes.cli import ConfigError, build
 from recipes.fault_tolerance import AtomicCheckpointIO, ResumableSampler, resumable_loader
 from recipes.train import resume_checkpoint, train
 
@@ -21,8 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 DIGITS = "configs/image/vit_nano_digits.yaml"
 # 2 epochs of 20 steps (1,257 digits, batch 64), with augmentation and drop-path: every random
 # stream a resume has to get right
-SMALL = ["trainer.max_epochs=2", "model.kwargs.depth=2", "optim.warmup_epochs=1",
-         "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=5"]
+SMALL = ["--trainer.max_epochs=2", "--model.model_kwargs.depth=2", "--model.warmup_epochs=1",
+         "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=5"]
 
 
 # --- the data order -----------------------------------------------------------------------------
@@ -48,18 +49,18 @@ def test_rank_shards_make_up_the_single_process_global_batches():
     single = ResumableSampler(64, batch_size=16, shuffle=True, seed=0)
     ranks = [ResumableSampler(64, batch_size=8, shuffle=True, seed=0, num_replicas=2, rank=r,
                               pad=True) for r in range(2)]
-    for global_batch, *local in zip(_batches(single), *map(_batches, ranks)):
-        assert sorted(global_batch) == sorted(sum(local, []))
+    for global_batch, *local in zip(_batches(single), *map(_batches, ranks), strict=True):
+        assert sorted(global_batch) == sorted(itertools.chain.from_iterable(local))
 
 
 def test_training_shards_are_padded_to_equal_length_evaluation_shards_are_not():
     train = [ResumableSampler(7, batch_size=2, shuffle=True, num_replicas=3, rank=r, pad=True)
              for r in range(3)]
     assert [len(list(s)) for s in train] == [3, 3, 3] == [len(s) for s in train]
-    assert set(sum((list(s) for s in train), [])) == set(range(7))
+    assert set(itertools.chain.from_iterable(train)) == set(range(7))
     evaluation = [ResumableSampler(7, batch_size=2, shuffle=False, num_replicas=3, rank=r)
                   for r in range(3)]
-    assert sorted(sum((list(s) for s in evaluation), [])) == list(range(7))   # no repeats
+    assert sorted(itertools.chain.from_iterable(evaluation)) == list(range(7))   # no repeats
     assert [len(s) for s in evaluation] == [3, 2, 2]
 
 
@@ -76,7 +77,7 @@ def test_a_restored_sampler_skips_the_batches_already_trained():
     assert list(resumed) == full              # the skip applies to the resumed epoch only
     resumed.set_epoch(3)
     assert resumed.batches_done == 0
-    with pytest.raises(ValueError, match="over 40 samples on 1 process.*this run has 41"):
+    with pytest.raises(ValueError, match=r"over 40 samples on 1 process.*this run has 41"):
         ResumableSampler(41, batch_size=4, shuffle=True).load_state_dict(state)
 
 
@@ -113,7 +114,8 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint(tmp_path, monkeypa
 
 def _zoo_train(out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "zoo.cli", "train", DIGITS, f"output_dir={out}", *SMALL, *extra]
+    cmd = [sys.executable, "-m", "zoo.cli", "train", DIGITS, f"--trainer.default_root_dir={out}",
+           *SMALL, *extra]
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
@@ -132,7 +134,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_sigkill_midway_then_resume_equals_an_uninterrupted_run(tmp_path):
     steady, crashed = tmp_path / "steady", tmp_path / "crashed"
-    every = "trainer.checkpoint_every_n_steps=3"
+    every = "--trainer.checkpoint_every_n_steps=3"
     reference = _zoo_train(steady, every)
     victim = _zoo_train(crashed, every)
     last = crashed / "checkpoints" / "last.ckpt"
@@ -157,28 +159,29 @@ def test_sigkill_midway_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert resumed.keys() == uninterrupted.keys()
     for name in resumed:
         torch.testing.assert_close(resumed[name], uninterrupted[name], rtol=0, atol=1e-6,
-                                   msg=lambda m: f"{name}: {m}")
+                                   msg=lambda m, name=name: f"{name}: {m}")
     a = json.loads((crashed / "metrics.json").read_text())
     b = json.loads((steady / "metrics.json").read_text())
     assert a["metrics"] == b["metrics"] and a["resumed_from"] == str(last)
     assert a["epochs"] == b["epochs"] == 2
 
 
-def test_resume_refuses_a_changed_config_and_starts_afresh_without_a_checkpoint(tmp_path):
+def test_resume_refuses_a_changed_config_and_starts_afresh_without_a_checkpoint(tmp_path,
+                                                                               one_thread):
     out = tmp_path / "run"
-    config = load_config(DIGITS, [f"output_dir={out}", *SMALL])
-    assert resume_checkpoint(config, True) is None        # nothing to resume: a fresh start
-    (out / "checkpoints").mkdir(parents=True)
-    (out / "checkpoints" / "last.ckpt").write_bytes(b"stand-in")
-    (out / "config.yaml").write_text(json.dumps(config.to_dict()))
-    assert resume_checkpoint(config, True) == out / "checkpoints" / "last.ckpt"
-    longer = load_config(DIGITS, [f"output_dir={out}", *SMALL, "trainer.max_epochs=9"])
-    assert resume_checkpoint(longer, True) == out / "checkpoints" / "last.ckpt"
-    other = load_config(DIGITS, [f"output_dir={out}", *SMALL, "optim.lr=0.1"])
-    with pytest.raises(ConfigError, match=r"config differs .* 'optim.lr' \(0.002 -> 0.1\)"):
-        resume_checkpoint(other, True)
-    with pytest.raises(FileNotFoundError, match="no checkpoint at .*nope.ckpt"):
-        resume_checkpoint(config, tmp_path / "nope.ckpt")
+    assert resume_checkpoint(out, True) is None        # nothing to resume: a fresh start
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*nope\.ckpt"):
+        resume_checkpoint(out, tmp_path / "nope.ckpt")
+    first = ["--config", DIGITS, f"--trainer.default_root_dir={out}", *SMALL,
+             "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+             "--trainer.limit_val_batches=1"]
+    train(first)
+    assert resume_checkpoint(out, True) == out / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match=r"config differs from the run's in "
+                       r"'model.init_args.lr' \(0.002 -> 0.1\); only trainer.max_epochs"):
+        train([*first, "--model.lr=0.1", "--trainer.max_epochs=2"], resume=True)
+    longer = train([*first, "--trainer.max_epochs=2"], resume=True)   # more epochs: allowed
+    assert longer["epochs"] == 2 and longer["resumed_from"] == str(out / "checkpoints" / "last.ckpt")
 
 
 # --- non-finite losses ------------------------------------------------------------------------
@@ -200,46 +203,47 @@ def _poison(monkeypatch, at_step: int) -> None:
 
 def test_a_nan_loss_stops_the_run_naming_the_step(tmp_path, monkeypatch, one_thread):
     _poison(monkeypatch, at_step=2)
-    config = load_config(DIGITS, [f"output_dir={tmp_path}", *SMALL, "trainer.max_epochs=1",
-                                  "trainer.limit_train_batches=4"])
     with pytest.raises(FloatingPointError, match=r"training loss is nan at step 2 \(epoch 0, "
-                                                 r"batch 2\).*trainer.nonfinite_loss=skip"):
-        train(config)
+                                                 r"batch 2\).*model.nonfinite_loss=skip"):
+        train(["--config", DIGITS, f"--trainer.default_root_dir={tmp_path}", *SMALL,
+               "--trainer.max_epochs=1", "--trainer.limit_train_batches=4"])
 
 
 def test_a_nan_loss_can_skip_its_batch(tmp_path, monkeypatch, one_thread, caplog):
     _poison(monkeypatch, at_step=2)
-    config = load_config(DIGITS, [f"output_dir={tmp_path}", *SMALL, "trainer.max_epochs=1",
-                                  "trainer.limit_train_batches=4", "trainer.nonfinite_loss=skip"])
-    result = train(config)
+    result = train(["--config", DIGITS, f"--trainer.default_root_dir={tmp_path}", *SMALL,
+                    "--trainer.max_epochs=1", "--trainer.limit_train_batches=4",
+                    "--model.nonfinite_loss=skip"])
     assert "training loss is nan at step 2 (epoch 0, batch 2); batch skipped" in caplog.text
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     # a NaN gradient applied once would have made every weight NaN
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
     import csv
-    rows = list(csv.DictReader(open(tmp_path / "logs" / "metrics.csv")))
+    with open(tmp_path / "logs" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert [float(r["train/skipped_batches"]) for r in rows if r.get("train/skipped_batches")] == [1.0]
     assert result["metrics"]["test/acc"] > 0
 
 
 def test_trainer_settings_are_checked():
-    with pytest.raises(ConfigError, match="trainer.strategy' must be one of"):
-        load_config(DIGITS, ["trainer.strategy=horovod"])
-    with pytest.raises(ConfigError, match="trainer.nonfinite_loss' must be one of"):
-        load_config(DIGITS, ["trainer.nonfinite_loss=ignore"])
-    config = load_config(DIGITS, ["trainer.accumulate_grad_batches=0"])
-    with pytest.raises(ConfigError, match="accumulate_grad_batches' must be >= 1, got 0"):
-        train(config)
-    config = load_config(DIGITS, ["trainer.limit_val_batches=0", "trainer.early_stopping_patience=3"])
-    with pytest.raises(ConfigError, match="early_stopping_patience' needs validation, but "
-                                          "'trainer.limit_val_batches' is 0"):
-        train(config)
+    with pytest.raises(ValueError, match=r"invalid strategy name: `strategy='horovod'`"):
+        build(["--config", DIGITS, "--trainer.strategy=horovod"])
+    with pytest.raises(ConfigError, match=r"config key 'model.init_args.nonfinite_loss' must be "
+                                          r"one of 'raise', 'skip', got 'ignore'"):
+        build(["--config", DIGITS, "--model.nonfinite_loss=ignore"])
+    with pytest.raises(ConfigError, match=r"trainer.accumulate_grad_batches must be >= 1"):
+        build(["--config", DIGITS, "--trainer.accumulate_grad_batches=0"])
+    with pytest.raises(ConfigError, match=r"trainer.early_stopping_patience needs validation, "
+                                          r"but trainer.limit_val_batches is 0"):
+        build(["--config", DIGITS, "--trainer.limit_val_batches=0",
+               "--trainer.early_stopping_patience=3"])
+    with pytest.raises(ConfigError, match=r"trainer.checkpoint_every_n_steps must be >= 1"):
+        build(["--config", DIGITS, "--trainer.checkpoint_every_n_steps=0"])
 
 
 def test_without_validation_the_last_weights_are_tested(tmp_path, one_thread):
-    config = load_config(DIGITS, [*SMALL, "trainer.max_epochs=1", "trainer.limit_val_batches=0",
-                                  f"output_dir={tmp_path}"])
-    result = train(config)
+    result = train(["--config", DIGITS, *SMALL, "--trainer.max_epochs=1",
+                    "--trainer.limit_val_batches=0", f"--trainer.default_root_dir={tmp_path}"])
     assert Path(result["best_checkpoint"]).name == "last.ckpt"
     assert not (tmp_path / "checkpoints" / "best.ckpt").exists()
 
@@ -250,12 +254,12 @@ def test_without_validation_the_last_weights_are_tested(tmp_path, one_thread):
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
     # no augmentation and no drop-path: each process draws its own random numbers, so only a
     # deterministic recipe can match exactly; 12 full global batches of 64 (no partial batch)
-    same = ["trainer.max_epochs=1", "trainer.limit_train_batches=12", "data.augment=false",
-            "model.kwargs.drop_path_rate=0.0", "trainer.accelerator=cpu"]
+    same = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=12", "--data.augment=false",
+            "--model.model_kwargs.drop_path_rate=0.0", "--trainer.accelerator=cpu"]
     one, two = tmp_path / "one", tmp_path / "two"
-    _finish(_zoo_train(one, *same, "data.batch_size=64", "trainer.devices=1"))
-    output = _finish(_zoo_train(two, *same, "data.batch_size=32", "trainer.devices=2",
-                                "trainer.strategy=ddp"))
+    _finish(_zoo_train(one, *same, "--data.batch_size=64", "--trainer.devices=1"))
+    output = _finish(_zoo_train(two, *same, "--data.batch_size=32", "--trainer.devices=2",
+                                "--trainer.strategy=ddp"))
     assert "distributed_backend=gloo" in output and "All distributed processes registered" in output
     a = json.loads((one / "metrics.json").read_text())
     b = json.loads((two / "metrics.json").read_text())
@@ -272,5 +276,6 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path
 def _val_metric(run: Path) -> float:
     import csv
 
-    rows = [r for r in csv.DictReader(open(run / "logs" / "metrics.csv")) if r.get("val/acc")]
+    with open(run / "logs" / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val/acc")]
     return float(rows[-1]["val/acc"])

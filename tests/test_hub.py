@@ -181,7 +181,7 @@ class _Payload:
 def test_pickle_with_code_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "payload_ran"
     path = tmp_path / "evil.pth"
-    state = {k: v for k, v in _small_model().state_dict().items()}
+    state = dict(_small_model().state_dict())
     torch.save({**state, "extra": _Payload(marker)}, path)
 
     with pytest.raises(ValueError, match="cannot read checkpoint"):
@@ -258,7 +258,7 @@ def test_loaded_models_are_whole_float32_with_the_fresh_models_flags(name, kwarg
         assert not ours[n].is_meta and ours[n].dtype == p.dtype == torch.float32, n
         assert ours[n].requires_grad == p.requires_grad, n
     assert all(not b.is_meta for b in loaded.buffers())
-    for (n, b), (_, fresh_b) in zip(loaded.named_buffers(), fresh.named_buffers()):
+    for (n, b), (_, fresh_b) in zip(loaded.named_buffers(), fresh.named_buffers(), strict=True):
         if "running" not in n and "num_batches" not in n:   # computed, not loaded: the same
             assert torch.equal(b, fresh_b), n
     frozen = zoo.create_model("patchtst_tiny_l336", pos_embed="sincos")

@@ -104,5 +104,52 @@ def test_every_module_imports_on_its_own_in_a_fresh_interpreter():
         "sys.exit(1 if failed else 0)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=ROOT.parent, timeout=300)
+                            cwd=ROOT.parent, timeout=300, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# What `pip install zoo` (no extras) brings, by import name.
+CORE_PACKAGES = {"torch", "torchvision", "torchaudio", "numpy", "pandas", "safetensors",
+                 "huggingface_hub", "PIL", "soundfile", "tqdm"}
+
+
+def _module_level_packages(name: str) -> set[str]:
+    """Top-level packages ``name`` imports when it is imported (not inside functions, and not
+    under ``if TYPE_CHECKING``)."""
+    packages = set()
+    for node in ast.parse(MODULES[name].read_text()).body:
+        if isinstance(node, ast.Import):
+            packages |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            packages.add(node.module.split(".")[0])
+    return packages - {"__future__", "zoo"}
+
+
+def test_the_core_dependencies_are_the_declared_ones():
+    """pyproject's core list and CORE_PACKAGES agree, so the next test checks the real list."""
+    import importlib.metadata
+
+    declared = {req.split(">")[0].split("=")[0].split("[")[0].strip().lower()
+                for req in importlib.metadata.requires("zoo") or () if "extra ==" not in req}
+    assert declared == {"pillow" if p == "PIL" else p.lower() for p in CORE_PACKAGES}
+
+
+def test_importing_any_zoo_module_needs_only_the_core_install():
+    """Optional packages (Lightning, matplotlib, onnx, timm, transformers, scikit-learn) are
+    imported inside the functions that use them, so `pip install zoo` imports everything."""
+    for name in MODULES:
+        optional = {p for p in _module_level_packages(name)
+                    if p not in sys.stdlib_module_names and p not in CORE_PACKAGES}
+        assert not optional, f"{name} imports {sorted(optional)} when imported"
+
+
+def test_a_training_command_without_the_train_extra_names_it(monkeypatch, capsys):
+    from zoo.cli import main
+
+    for loaded in [m for m in sys.modules if m == "recipes" or m.startswith("recipes.")]:
+        monkeypatch.delitem(sys.modules, loaded)
+    monkeypatch.setitem(sys.modules, "lightning", None)     # import lightning now fails
+    config = ROOT.parent / "configs" / "image" / "vit_nano_digits.yaml"
+    assert main(["train", str(config)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "zoo train: error: this command needs the 'lightning' package: pip install 'zoo[train]'")

@@ -10,8 +10,18 @@ import torch
 import torch.nn.functional as F
 
 from zoo.encoder import BlockConfig, Encoder, EncoderConfig, make_block
-from zoo.layers import (Attention, AttentionPool, AxialRotary2d, GatedMlp, MixedRotary2d, Rotary1d,
-                        apply_rotary, make_mlp, make_norm, record_attention)
+from zoo.layers import (
+    Attention,
+    AttentionPool,
+    AxialRotary2d,
+    GatedMlp,
+    MixedRotary2d,
+    Rotary1d,
+    apply_rotary,
+    make_mlp,
+    make_norm,
+    record_attention,
+)
 from zoo.layers.mlp import gelu_tanh, quick_gelu
 from zoo.layers.pos_embed import grid_coordinates, rotary_table
 
@@ -96,7 +106,7 @@ def test_apply_rotary_rotates_each_pair_by_its_angle(layout):
     assert torch.equal(apply_rotary(x, table), x)
     turned = apply_rotary(x, rotary_table(angles, layout=layout))[0, 0, 0]
     pairs = [(0, 1), (2, 3)] if layout == "interleaved" else [(0, 2), (1, 3)]
-    for (i, j), a in zip(pairs, angles[0]):
+    for (i, j), a in zip(pairs, angles[0], strict=True):
         xi, xj = x[0, 0, 0, i], x[0, 0, 0, j]
         torch.testing.assert_close(turned[i], xi * torch.cos(a) - xj * torch.sin(a))
         torch.testing.assert_close(turned[j], xj * torch.cos(a) + xi * torch.sin(a))
@@ -147,7 +157,7 @@ def test_mixed_rotary_tables_match_timm_and_are_learned():
         ours.freqs.copy_(theirs.freqs)
     tables, reference = ours.table((4, 5), num_prefix_tokens=1), theirs.get_embed(shape=[4, 5])
     assert len(tables) == 3 and tables[0].sin.shape == (3, 21, 32)
-    for table, ref in zip(tables, reference):
+    for table, ref in zip(tables, reference, strict=True):
         sin, cos = ref.chunk(2, dim=-1)
         torch.testing.assert_close(table.sin[:, 1:], sin, rtol=0, atol=1e-6)
         torch.testing.assert_close(table.cos[:, 1:], cos, rtol=0, atol=1e-6)
@@ -316,15 +326,22 @@ def test_encoder_input_norm_and_per_block_rotary_tables():
     x = _x(2, 4, 32)
     with torch.no_grad():
         h = enc.norm_pre(x)
-        for blk, table in zip(enc.blocks, tables):
+        for blk, table in zip(enc.blocks, tables, strict=True):
             h = blk(h, None, table)[0]
         torch.testing.assert_close(enc(x, rope=tables), h)
         with pytest.raises(ValueError, match="1 rotary tables for 2 blocks"):
             enc(x, rope=tables[:1])
-    enc.train().set_grad_checkpointing(True)   # the tables pass through checkpointing too
-    out = enc(x, rope=rope.table((2, 2)))
-    out.square().sum().backward()
-    assert rope.freqs.grad is not None and rope.freqs.grad.abs().sum() > 0
+    # the tables pass through checkpointing too: the learned frequencies get the same gradient
+    enc.train()
+    freq_grads = []
+    for checkpointing in (False, True):
+        enc.set_grad_checkpointing(checkpointing)
+        rope.freqs.grad = None
+        enc(x, rope=rope.table((2, 2))).square().sum().backward()
+        assert rope.freqs.grad is not None
+        freq_grads.append(rope.freqs.grad)
+    assert freq_grads[0].abs().sum() > 0
+    torch.testing.assert_close(freq_grads[1], freq_grads[0], rtol=1e-5, atol=1e-7)
 
 
 def test_the_readme_encoder_example_runs():

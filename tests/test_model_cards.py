@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 import zoo
-from recipes.config import load_config
 from recipes.export import card_metrics
 from recipes.train import evaluate
 
@@ -39,15 +38,15 @@ def test_every_published_weight_has_a_card():
 @pytest.mark.parametrize("card", CARDS, ids=[p.stem for p in CARDS])
 def test_card_metrics_match_a_fresh_evaluation(card, tmp_path, one_thread):
     name, printed, config = _card(card)
-    dataset = config["data"]["dataset"]
+    dataset = config["data"]["init_args"]["dataset"]
     if dataset in NEEDS_DATA:
         root = Path(os.environ.get("ZOO_DATA", "")) / NEEDS_DATA[dataset]
         if not os.environ.get("ZOO_DATA") or not root.exists():
             pytest.skip(f"{dataset} not found: set ZOO_DATA to the folder holding {NEEDS_DATA[dataset]}")
-    config["model"].update(name=name, pretrained=True)
-    config["output_dir"] = str(tmp_path)
+    config["model"]["init_args"].update(model_name=name, pretrained=True)
+    config["trainer"]["default_root_dir"] = str(tmp_path)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    result = evaluate(load_config(tmp_path / "config.yaml"))
+    result = evaluate(["--config", str(tmp_path / "config.yaml")])
     model = zoo.create_model(name, pretrained=True)
     measured = card_metrics(result["metrics"], dataset, model.modality)
     assert set(measured) == set(printed), (measured, printed)

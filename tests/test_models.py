@@ -179,9 +179,9 @@ def test_no_weight_decay_and_layer_groups(name):
     assert set(groups.values()) == set(range(model.num_layer_groups))
     assert model.num_layer_groups == len(model.encoder.blocks) + 2
     assert groups["front_end.proj.weight"] == 0
-    for name, group in groups.items():
-        if name.startswith("encoder.blocks."):
-            assert group == int(name.split(".")[2]) + 1, name
+    for param_name, group in groups.items():
+        if param_name.startswith("encoder.blocks."):
+            assert group == int(param_name.split(".")[2]) + 1, param_name
     assert groups["head.fc.weight"] == model.num_layer_groups - 1
 
 

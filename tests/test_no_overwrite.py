@@ -12,15 +12,15 @@ import pytest
 import torch
 
 import zoo
-from recipes.config import ConfigError
-from recipes.train import claim_run_dir, train
+from recipes.cli import ConfigError, claim_run_dir
+from recipes.train import train
 from zoo import cli
 from zoo.package import PACKAGE_FILES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-QUIET = ["trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
-TRAIN = ["configs/image/vit_nano_digits.yaml", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-         "model.kwargs.depth=1", *QUIET]
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1"]
+TRAIN = ["configs/image/vit_nano_digits.yaml", "--trainer.max_epochs=1",
+         "--trainer.limit_train_batches=2", "--model.model_kwargs.depth=1", *QUIET]
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -30,7 +30,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "digits"
-    assert cli.main(["train", TRAIN[0], f"output_dir={out}", *TRAIN[1:]]) == 0
+    assert cli.main(["train", TRAIN[0], f"--trainer.default_root_dir={out}", *TRAIN[1:]]) == 0
     return out
 
 
@@ -39,10 +39,16 @@ def finished_run(tmp_path_factory) -> Path:
 def test_training_into_a_finished_run_is_refused_and_changes_nothing(finished_run, capsys):
     before = _snapshot(finished_run)
     capsys.readouterr()
-    assert cli.main(["train", TRAIN[0], f"output_dir={finished_run}", *TRAIN[1:], "seed=7"]) == 2
+    assert cli.main(["train", TRAIN[0], f"--trainer.default_root_dir={finished_run}", *TRAIN[1:],
+                     "--seed_everything=7"]) == 2
     err = capsys.readouterr().err
-    assert f"output_dir {finished_run} already holds a finished run; nothing was changed" in err
-    assert "--resume continues it, --overwrite moves it" in err
+    assert (f"trainer.default_root_dir {finished_run} already holds a finished run; nothing was "
+            "changed") in err
+    assert "`zoo train CONFIG --resume` (or `zoo fit ... --ckpt_path last`) continues it" in err
+    assert _snapshot(finished_run) == before
+    # LightningCLI's own fit refuses it too, before anything is made
+    assert cli.main(["fit", "--config", TRAIN[0], f"--trainer.default_root_dir={finished_run}",
+                     *TRAIN[1:]]) == 2
     assert _snapshot(finished_run) == before
 
 
@@ -57,9 +63,9 @@ def test_overwrite_moves_the_earlier_run_aside_whole(tmp_path, finished_run):
     assert not run.exists() and moved.name.startswith("digits.replaced-")
     assert _snapshot(moved) == before        # config, checkpoints, metrics and logs together
     assert claim_run_dir(moved, resume=True, overwrite=False) is None   # resuming is allowed
-    with pytest.raises(ConfigError, match="--resume continues the run in output_dir, --overwrite "
+    with pytest.raises(ConfigError, match="--resume continues the run in its folder, --overwrite "
                                           "replaces it: pass one of them"):
-        train(None, resume=True, overwrite=True)
+        train(["--config", TRAIN[0]], resume=True, overwrite=True)
 
 
 def test_a_folder_that_is_not_a_run_is_never_used(tmp_path, capsys):
@@ -67,19 +73,18 @@ def test_a_folder_that_is_not_a_run_is_never_used(tmp_path, capsys):
     mine.mkdir()
     (mine / "chapter1.tex").write_text("my work")
     capsys.readouterr()
-    assert cli.main(["train", TRAIN[0], f"output_dir={mine}", *TRAIN[1:], "--overwrite"]) == 2
+    assert cli.main(["train", TRAIN[0], f"--trainer.default_root_dir={mine}", *TRAIN[1:],
+                     "--overwrite"]) == 2
     assert "is a non-empty folder that is not a zoo run (it holds chapter1.tex)" in capsys.readouterr().err
     assert [p.name for p in mine.iterdir()] == ["chapter1.tex"]
     assert claim_run_dir(tmp_path / "new", resume=False, overwrite=False) is None
 
 
 def test_resume_with_nothing_to_resume_says_so(tmp_path, caplog):
-    from recipes.config import load_config
     from recipes.train import resume_checkpoint
 
-    config = load_config(TRAIN[0], [f"output_dir={tmp_path / 'fresh'}"])
     with caplog.at_level("WARNING"):
-        assert resume_checkpoint(config, True) is None
+        assert resume_checkpoint(tmp_path / "fresh", True) is None
     assert "--resume: no checkpoint in" in caplog.text and "starting afresh" in caplog.text
 
 
@@ -186,9 +191,9 @@ def test_forecast_never_writes_over_its_input(series_csv, tmp_path, capsys):
         assert f"{message} {series_csv} is the input {series_csv}; zoo never writes over its inputs" in err
     capsys.readouterr()
     same = str(tmp_path / "f.csv")                       # the plot would replace the forecast
-    assert cli.main(base[:5] + ["--output", same, "--plot", same]) == 2
+    assert cli.main([*base[:5], "--output", same, "--plot", same]) == 2
     assert "--plot" in capsys.readouterr().err and not (tmp_path / "f.csv").exists()
-    assert cli.main(base[:5] + ["--output", str(tmp_path)]) == 2
+    assert cli.main([*base[:5], "--output", str(tmp_path)]) == 2
     assert f"--output {tmp_path} is a folder; give a file name" in capsys.readouterr().err
     assert series_csv.read_bytes() == before
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import zoo
+from zoo.checkpoint import CheckpointMismatchError, load_state_dict
 from zoo.convert import to_zoo_state_dict
 from zoo.encoder import BlockConfig, Encoder, EncoderConfig
 from zoo.frontends.series import InstanceScaler, SeriesFrontEnd, num_patches
 from zoo.models.patchtst import PatchTST
-from zoo.checkpoint import CheckpointMismatchError, load_state_dict
 
 TINY = dict(context_length=48, horizon=12, num_channels=3, patch_len=8, stride=4, embed_dim=16,
             depth=2, num_heads=2, mlp_ratio=2.0, drop_rate=0.0)
@@ -171,7 +171,7 @@ def test_a_checkpoint_for_another_horizon_keeps_everything_but_the_head(tmp_path
     torch.testing.assert_close(longer.encoder.state_dict(), source.encoder.state_dict())
     same = zoo.create_model("test_patchtst_tiny", pretrained=weights)
     torch.testing.assert_close(same.state_dict(), source.state_dict())
-    with pytest.raises(CheckpointMismatchError, match="front_end.pos_embed"):
+    with pytest.raises(CheckpointMismatchError, match=r"front_end\.pos_embed"):
         zoo.create_model("test_patchtst_tiny", pretrained=weights, context_length=64)
 
 
@@ -247,6 +247,6 @@ def test_unsupported_transformers_options_are_refused():
         patchtst_args_from_hf_config({"use_cls_token": True})
     with pytest.raises(ValueError, match="distribution head"):
         patchtst_args_from_hf_config({"loss": "nll", "distribution_output": "student_t"})
-    hf, config = _hf_patchtst(channel_attention=True)
+    hf, _ = _hf_patchtst(channel_attention=True)
     with pytest.raises(ValueError, match="channel_attention"):
         to_zoo_state_dict(hf.state_dict())

@@ -144,5 +144,5 @@ def test_folders_zoo_cannot_read_get_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="model_type='bert'"):
         zoo.load(tmp_path / "bert")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="has no config.json"):
+    with pytest.raises(FileNotFoundError, match=r"has no config\.json"):
         zoo.load(tmp_path / "empty")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -10,12 +11,12 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from recipes.config import ConfigError, load_config
+import zoo
+from recipes.cli import ConfigError
 from recipes.optim import param_groups, warmup_cosine
 from zoo import cli
-import zoo
 
-QUIET = ["trainer.enable_progress_bar=false"]
+QUIET = ["--trainer.enable_progress_bar=false"]
 
 
 def _write_color_folder(root: Path, per_class: int = 10, size: int = 40) -> None:
@@ -29,33 +30,107 @@ def _write_color_folder(root: Path, per_class: int = 10, size: int = 40) -> None
             Image.fromarray((pixels * 255).byte().numpy()).save(root / name / f"{i}.png")
 
 
-# --- config ---------------------------------------------------------------------------------
+# --- config (LightningCLI) ------------------------------------------------------------------
+
+DIGITS = "configs/image/vit_nano_digits.yaml"
+
+
+def _parsed(*args: str):
+    """The resolved config of the digits recipe with ``args``, parsed but nothing made."""
+    from recipes.cli import ZooCLI
+
+    class ParseOnly(ZooCLI):
+        def before_instantiate_classes(self) -> None:
+            raise _Parsed(self.config)
+
+    try:
+        ParseOnly(args=["--config", DIGITS, *args], run=False,
+                  parser_kwargs={"exit_on_error": False})
+    except _Parsed as done:
+        return done.config
+    raise AssertionError("not parsed")
+
+
+class _Parsed(Exception):
+    def __init__(self, config) -> None:
+        self.config = config
+
 
 def test_config_unknown_key_names_it_and_suggests(tmp_path):
+    from recipes.cli import build
+
     bad = tmp_path / "bad.yaml"
-    bad.write_text("optim:\n  lrate: 0.1\n")
-    with pytest.raises(ConfigError, match=r"unknown config key 'optim.lrate'; did you mean 'optim.lr'"):
-        load_config(bad)
+    bad.write_text("data:\n  init_args:\n    batchsize: 8\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'data.init_args.batchsize' "
+                       r"\(recipes.image.ImageDataModule takes dataset, .*\); did you mean "
+                       r"'data.init_args.batch_size'\?"):
+        build(["--config", DIGITS, "--config", str(bad)])
+    with pytest.raises(ConfigError, match=r"^unrecognized arguments: --trainer.max_epoks=3; "
+                       r"did you mean 'trainer.max_epochs'\?$"):
+        build(["--config", DIGITS, "--trainer.max_epoks=3"])
 
 
 def test_config_wrong_type_and_choice_name_the_key():
-    with pytest.raises(ConfigError, match=r"'trainer.max_epochs' must be int, got 'ten'"):
-        load_config(overrides=["trainer.max_epochs=ten"])
-    with pytest.raises(ConfigError, match=r"'data.dataset' must be one of"):
-        load_config(overrides=["data.dataset=cifar"])
+    from recipes.cli import build
+
+    with pytest.raises(ConfigError, match=r"^config key 'trainer.max_epochs' must be int or "
+                                          r"null, got 'ten'$"):
+        build(["--config", DIGITS, "--trainer.max_epochs=ten"])
+    with pytest.raises(ConfigError, match=r"^config key 'data.init_args.dataset' must be one of "
+                                          r"'digits', 'imagefolder', 'shards', got 'cifar'$"):
+        build(["--config", DIGITS, "--data.dataset=cifar"])
 
 
 def test_config_file_and_overrides_merge():
-    config = load_config("configs/image/vit_nano_digits.yaml",
-                         ["optim.lr=3e-4", "model.kwargs.drop_rate=0.2"])
-    assert config.optim.lr == pytest.approx(3e-4)
-    assert config.model.kwargs == {"drop_path_rate": 0.1, "drop_rate": 0.2}
-    assert config.model.name == "vit_nano_patch4_16"
+    config = _parsed("--model.lr=3e-4", "--model.model_kwargs.drop_rate=0.2",
+                     "--model.model_kwargs.depth=2", "--trainer.max_epochs=5")
+    model = config.model.init_args
+    assert model.lr == pytest.approx(3e-4) and config.trainer.max_epochs == 5
+    # a dotted key adds to the file's mapping, typed (2, not "2")
+    assert model.model_kwargs == {"drop_path_rate": 0.1, "drop_rate": 0.2, "depth": 2}
+    assert model.model_name == "vit_nano_patch4_16" and model.warmup_epochs == 5
+    # the model's name and variant arguments reach the data module by link
+    assert config.data.init_args.model_name == "vit_nano_patch4_16"
+    assert config.data.init_args.model_kwargs == model.model_kwargs
+    replaced = _parsed("--model.model_kwargs={depth: 1}")      # a whole mapping replaces
+    assert replaced.model.init_args.model_kwargs == {"depth": 1}
+
+
+def test_a_date_override_works_as_typed():
+    """Timestamps, paths and numbers need no inner quotes (the old layer read this as a
+    datetime and refused it)."""
+    config = _parsed("--data=recipes.series.SeriesDataModule", "--data.dataset=csv",
+                     "--data.root=my data.csv", "--data.val_start=2017-06-26 00:00:00",
+                     "--data.test_start=2017-10-26", "--model=recipes.forecasting.Forecaster",
+                     "--model.model_name=patchtst_tiny_l336")
+    data = config.data.init_args
+    assert (data.val_start, data.test_start, data.root) == \
+        ("2017-06-26 00:00:00", "2017-10-26", "my data.csv")
 
 
 def test_missing_config_file_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.yaml"):
-        load_config(tmp_path / "nope.yaml")
+    from recipes.cli import build
+
+    with pytest.raises(ConfigError, match=r"nope\.yaml"):
+        build(["--config", str(tmp_path / "nope.yaml")])
+
+
+def test_print_config_prints_the_resolved_config(capsys):
+    import yaml
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["fit", "--config", DIGITS, "--model.lr=0.01", "--print_config"])
+    assert done.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["init_args"]["lr"] == 0.01
+    assert printed["data"]["class_path"] == "recipes.image.ImageDataModule"
+    assert printed["trainer"]["max_epochs"] == 70 and printed["seed_everything"] == 0
+
+
+def test_old_style_overrides_get_the_new_spelling(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", DIGITS, "trainer.max_epochs=5"])
+    assert "overrides are LightningCLI flags: --trainer.max_epochs=5" in capsys.readouterr().err
 
 
 # --- optimiser --------------------------------------------------------------------------------
@@ -88,7 +163,7 @@ def test_warmup_cosine_schedule_shape():
         opt.step()
         sched.step()
     assert lrs[0] < lrs[1] < lrs[3] < lrs[4] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    assert all(a >= b for a, b in pairwise(lrs[4:]))
     assert lrs[-1] == pytest.approx(0.01, abs=0.01)
 
 
@@ -96,9 +171,9 @@ def test_warmup_cosine_schedule_shape():
 
 def test_digits_train_then_eval_agree(tmp_path, capsys):
     out = tmp_path / "run"
-    code = cli.main(["train", "configs/image/vit_nano_digits.yaml", f"output_dir={out}",
-                     "trainer.max_epochs=1", "trainer.limit_train_batches=3",
-                     "model.kwargs.depth=1", *QUIET])
+    code = cli.main(["train", DIGITS, f"--trainer.default_root_dir={out}",
+                     "--trainer.max_epochs=1", "--trainer.limit_train_batches=3",
+                     "--model.model_kwargs.depth=1", *QUIET])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_test"] == 360 and metrics["test_split"] == "test"
@@ -106,11 +181,30 @@ def test_digits_train_then_eval_agree(tmp_path, capsys):
     assert (out / "checkpoints" / "last.ckpt").is_file()
     assert (out / "config.yaml").is_file() and (out / "logs" / "metrics.csv").is_file()
     capsys.readouterr()
-    code = cli.main(["eval", "configs/image/vit_nano_digits.yaml", "--ckpt",
-                     str(out / "checkpoints" / "best.ckpt"), *QUIET])
+    code = cli.main(["eval", DIGITS, "--ckpt", str(out / "checkpoints" / "best.ckpt"),
+                     "--model.model_kwargs.depth=1", *QUIET])
     assert code == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["metrics"]["test/acc"] == pytest.approx(metrics["metrics"]["test/acc"], abs=1e-6)
+    # LightningCLI's own test on the same run folder: the same figure, the run's files untouched;
+    # the recipe's config says depth 12, the checkpoint's hyperparameters (depth 1) win
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert cli.main(["test", "--config", DIGITS, f"--trainer.default_root_dir={out}",
+                     "--ckpt_path", str(out / "checkpoints" / "best.ckpt")]) == 0
+    assert f"{metrics['metrics']['test/acc']:.6f}"[:6] in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    # LightningCLI's predict: one CSV row per test image, new files only
+    for _ in range(2):
+        assert cli.main(["predict", "--config", str(out / "config.yaml"), "--ckpt_path",
+                         str(out / "checkpoints" / "best.ckpt")]) == 0
+    written = sorted(out.glob("predictions-*.csv"))
+    assert len(written) == 2 and written[0].read_text() == written[1].read_text()
+    import csv
+    with written[0].open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 360 and set(rows[0]) == {"index", "label", "predicted", "probability"}
+    accuracy = sum(r["label"] == r["predicted"] for r in rows) / len(rows)
+    assert accuracy == pytest.approx(metrics["metrics"]["test/acc"], abs=1e-6)
 
 
 # --- ImageFolder fine-tuning, predict ---------------------------------------------------------

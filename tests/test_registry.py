@@ -8,19 +8,23 @@ import pytest
 
 import zoo
 from zoo import registry
-from zoo.registry import get_entry
 from zoo.models import VisionTransformer
+from zoo.registry import get_entry
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = dict(depth=1, embed_dim=64, num_heads=2)
 
 
+def _use_scratch_registry(monkeypatch: pytest.MonkeyPatch) -> dict:
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    return registry._REGISTRY
+
+
 @pytest.fixture
 def scratch_registry(monkeypatch):
     """A copy of the registry that tests may add to without leaking names into other tests."""
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    return registry._REGISTRY
+    return _use_scratch_registry(monkeypatch)
 
 
 def test_unknown_name_suggests_close_names():
@@ -106,7 +110,23 @@ def test_registration_validates_modality_and_tags(scratch_registry):
 
 
 def test_scratch_registry_does_not_leak():
-    assert "vit_test_only" not in zoo.list_models()
+    """A name registered into the scratch registry is listed while it is in use, and gone from
+    the real one afterwards (self-contained: no reliance on another test having run first)."""
+    before = zoo.list_models()
+    assert "vit_leak_probe" not in before
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            scratch = _use_scratch_registry(monkeypatch)
+            entry = zoo.register_model("vit_leak_probe", modality="image",
+                                       builder=VisionTransformer, args={}, preprocess={},
+                                       num_classes=2)
+            assert scratch["vit_leak_probe"] is entry and "vit_leak_probe" in zoo.list_models()
+        assert "vit_leak_probe" not in zoo.list_models()
+        assert zoo.list_models() == before
+        with pytest.raises(zoo.ModelNotFoundError):
+            get_entry("vit_leak_probe")
+    finally:   # should the scratch copy ever leak, keep the probe out of later tests
+        registry._REGISTRY.pop("vit_leak_probe", None)
 
 
 def test_pretrained_true_without_weights():

@@ -104,7 +104,7 @@ def test_read_series_reports_bad_columns_and_timestamps(tmp_path):
     with pytest.raises(SeriesDataError, match=r"non-numeric column\(s\) 'a' \(e.g. 'x' at line 4\).*target_columns"):
         read_series(tmp_path / "s.csv")
     assert read_series(tmp_path / "s.csv", target_columns=["b"]).shape == (5, 1)
-    with pytest.raises(SeriesDataError, match="no target column 'bb'; did you mean 'b'?"):
+    with pytest.raises(SeriesDataError, match=re.escape("no target column 'bb'; did you mean 'b'?")):
         read_series(frame, target_columns=["bb"])
     with pytest.raises(SeriesDataError, match=r"no time column 'time'.*\['date', 'a', 'b'\]"):
         read_series(frame, time_column="time")
@@ -201,7 +201,7 @@ def test_series_windows_content_and_too_short_error():
     torch.testing.assert_close(windows[-1][1], y)
     with pytest.raises(IndexError):
         windows[6]
-    with pytest.raises(SeriesDataError, match="the val split has 10 rows but needs at least .* = 11"):
+    with pytest.raises(SeriesDataError, match=r"the val split has 10 rows but needs at least .* = 11"):
         SeriesWindows(values, 8, 3, name="val")
     with pytest.raises(ValueError, match="horizon must be an int >= 1"):
         SeriesWindows(values, 3, 0)

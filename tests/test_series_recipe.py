@@ -13,12 +13,14 @@ import pytest
 import torch
 
 import zoo
-from recipes.config import ConfigError, load_config
+from recipes.cli import ConfigError
 from zoo.cli import main as cli
 
-TINY_OVERRIDES = ["model.kwargs.context_length=48", "model.kwargs.embed_dim=16",
-                  "model.kwargs.num_heads=2", "model.kwargs.depth=1", "model.kwargs.drop_rate=0.0",
-                  "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
+ETTH1_CONFIG = "configs/series/patchtst_tiny_etth1.yaml"
+TINY_OVERRIDES = ["--model.model_kwargs.context_length=48", "--model.model_kwargs.embed_dim=16",
+                  "--model.model_kwargs.num_heads=2", "--model.model_kwargs.depth=1",
+                  "--model.model_kwargs.drop_rate=0.0", "--trainer.enable_progress_bar=false",
+                  "--trainer.log_every_n_steps=1"]
 
 
 def _write_csv(path: Path, rows: int = 600) -> pd.DataFrame:
@@ -57,6 +59,17 @@ def test_finetune_on_a_csv_then_forecast_writes_csv_and_plot(tmp_path, capsys):
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["num_test"] == 109
     assert abs(evaluated["metrics"]["test/mse"] - result["metrics"]["test/mse"]) < 1e-6
+    # LightningCLI's predict: every test window's forecast and truth, in standardised units
+    assert cli(["predict", "--config", str(run / "config.yaml"), "--ckpt_path", str(ckpt)]) == 0
+    from safetensors import safe_open
+
+    (written,) = run.glob("predictions-*.safetensors")
+    with safe_open(str(written), "pt") as f:
+        forecast, target = f.get_tensor("forecast"), f.get_tensor("target")
+        assert json.loads(f.metadata()["columns"]) == ["load", "temp"]
+    assert forecast.shape == target.shape == (109, 12, 2)
+    mse = torch.nn.functional.mse_loss(forecast, target).item()
+    assert mse == pytest.approx(result["metrics"]["test/mse"], rel=1e-4)
     code = cli(["forecast", str(ckpt), str(data), "--horizon", "12", "--time-column", "timestamp",
                 "--columns", "load,temp", "--output", str(out), "--plot-columns", "load"])
     assert code == 0, capsys.readouterr().err
@@ -98,16 +111,16 @@ def test_forecast_frame_needs_enough_history_and_continues_the_time_index(tmp_pa
 
 
 def test_forecasting_config_is_validated():
-    config = load_config("configs/series/patchtst_tiny_etth1_h336.yaml")
-    assert config.task == "forecasting" and config.model.kwargs == {"horizon": 336}
-    with pytest.raises(ConfigError, match="data.missing' must be one of"):
-        load_config("configs/series/patchtst_tiny_etth1_h96.yaml", ["data.missing=drop"])
-    with pytest.raises(ConfigError, match="did you mean 'trainer.early_stopping_patience'"):
-        load_config("configs/series/patchtst_tiny_etth1_h96.yaml", ["trainer.early_stoping_patience=3"])
-    with pytest.raises(ConfigError, match="does not fit task='forecasting'"):
-        from recipes.train import build_datamodule
-        build_datamodule(load_config("configs/series/patchtst_tiny_etth1_h96.yaml",
-                                     ["data.dataset=fsdd"]))
+    from recipes.cli import build
+
+    with pytest.raises(ConfigError, match=r"config key 'data.init_args.missing' must be one of "
+                                          r"'error', 'interpolate', got 'drop'"):
+        build(["--config", ETTH1_CONFIG, "--data.missing=drop"])
+    with pytest.raises(ConfigError, match=r"did you mean 'trainer\.early_stopping_patience'"):
+        build(["--config", ETTH1_CONFIG, "--trainer.early_stoping_patience=3"])
+    with pytest.raises(ValueError, match=r"ast_tiny_d6_8k is an audio model; this series data "
+                                         r"module feeds series models only"):
+        build(["--config", ETTH1_CONFIG, "--model.model_name=ast_tiny_d6_8k"])
 
 
 def test_a_2048_step_look_back_trains_and_checkpointing_gives_the_same_gradients(one_thread):

@@ -17,8 +17,9 @@ from zoo.models.vit_families import timm_names
 from zoo.registry import get_entry, refused_models
 
 timm = pytest.importorskip("timm")
-from tests.conftest import timm_model  # noqa: E402
 from timm.layers import resample_abs_pos_embed  # noqa: E402
+
+from tests.conftest import timm_model  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -271,7 +272,7 @@ def test_weights_carry_timms_evaluation_preprocessing(name):
     from zoo.data.images import eval_transform, preprocess_settings
 
     image = Image.fromarray((np.random.RandomState(0).rand(300, 200, 3) * 255).astype("uint8"))
-    arch, _, tag = name.partition(".")
+    _, _, tag = name.partition(".")
     cfg = get_entry(name)[0].cfg(tag)
     ours = eval_transform(cfg.preprocess["input_size"][-1], **preprocess_settings(cfg.preprocess))
     with torch.device("meta"):

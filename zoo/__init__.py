@@ -10,8 +10,14 @@ from zoo.checkpoint import CheckpointMismatchError
 from zoo.explanations import explain
 from zoo.factory import create_model
 from zoo.package import __version__, load, save
-from zoo.registry import (ModelNotFoundError, PretrainedCfg, UnsupportedModelError, list_models,
-                          register_model)
+from zoo.registry import (
+    ModelNotFoundError,
+    PretrainedCfg,
+    UnsupportedModelError,
+    list_models,
+    register_model,
+)
 
-__all__ = ["__version__", "create_model", "list_models", "load", "save", "explain", "register_model",
-           "PretrainedCfg", "ModelNotFoundError", "UnsupportedModelError", "CheckpointMismatchError"]
+__all__ = ["CheckpointMismatchError", "ModelNotFoundError", "PretrainedCfg",
+           "UnsupportedModelError", "__version__", "create_model", "explain", "list_models", "load",
+           "register_model", "save"]

@@ -9,8 +9,9 @@ peer's keys into zoo's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, TypeGuard
 
 import torch
 from torch import nn
@@ -23,14 +24,14 @@ from zoo.registry import ModelNotFoundError, PretrainedCfg, get_entry
 
 PACKAGE_FORMAT = "zoo"
 PREPROCESSOR_FILE = "preprocessor_config.json"   # HF feature-extractor settings
-Source = Union[PretrainedCfg, str, Path]
+Source = PretrainedCfg | str | Path
 
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint whose keys or shapes do not fit the model."""
 
 
-def load_weights(source: Source) -> tuple[dict[str, torch.Tensor], Optional[dict[str, Any]]]:
+def load_weights(source: Source) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """(zoo-keyed state dict, the ``config.json`` beside the weights or None) for ``source``.
 
     Peer checkpoints (timm ViT, HF AST, HF PatchTST) are converted to zoo's keys; a format zoo
@@ -41,8 +42,10 @@ def load_weights(source: Source) -> tuple[dict[str, torch.Tensor], Optional[dict
             path, config = hub.bundled_file(source.file, source.sha256), None
         elif source.hf_hub_id:
             path, config = hub.fetch(f"hf-hub:{source.hf_hub_id}", sha256=source.sha256)
-        else:
+        elif source.url:
             path, config = hub.download(source.url, sha256=source.sha256), None
+        else:
+            raise ValueError(f"{source.name} names no weights (no file, hf_hub_id or url)")
     else:
         path, config = hub.fetch(source)
     try:
@@ -52,17 +55,17 @@ def load_weights(source: Source) -> tuple[dict[str, torch.Tensor], Optional[dict
     return state_dict, hub.read_json(config) if config is not None else None
 
 
-def read_config(source: Union[str, Path]) -> Optional[dict[str, Any]]:
+def read_config(source: str | Path) -> dict[str, Any] | None:
     """The ``config.json`` of a directory or ``hf-hub:`` repo, or None."""
     path = hub.optional_file(source, hub.CONFIG_FILE)
     return hub.read_json(path) if path is not None else None
 
 
-def is_zoo_package(config: Optional[Mapping[str, Any]]) -> bool:
+def is_zoo_package(config: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]]:
     return config is not None and config.get("format") == PACKAGE_FORMAT
 
 
-def is_timm_config(config: Optional[Mapping[str, Any]]) -> bool:
+def is_timm_config(config: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]]:
     """timm's hub layout: ``config.json`` with ``architecture`` (and no zoo ``format``)."""
     return config is not None and "architecture" in config and not is_zoo_package(config)
 
@@ -78,7 +81,7 @@ _TIMM_RENAMED_ARGS = {"init_values": "layer_scale_init"}
 _TIMM_IGNORED_ARGS = ("dynamic_img_size", "dynamic_img_pad")
 
 
-def _timm_model_args(model_args: Mapping[str, Any], source: Union[str, Path]) -> dict[str, Any]:
+def _timm_model_args(model_args: Mapping[str, Any], source: str | Path) -> dict[str, Any]:
     args = {}
     for key, value in model_args.items():
         if key in _TIMM_IGNORED_ARGS:
@@ -91,8 +94,8 @@ def _timm_model_args(model_args: Mapping[str, Any], source: Union[str, Path]) ->
     return args
 
 
-def peer_model_spec(config: Mapping[str, Any], source: Union[str, Path]
-                    ) -> tuple[str, dict[str, Any], Optional[tuple[str, ...]]]:
+def peer_model_spec(config: Mapping[str, Any], source: str | Path
+                    ) -> tuple[str, dict[str, Any], tuple[str, ...] | None]:
     """(zoo architecture, its arguments, class labels or None) for a peer's ``config.json``:
     timm's hub layout, or transformers' ``ASTForAudioClassification`` /
     ``PatchTSTForPrediction``."""
@@ -122,7 +125,7 @@ def peer_model_spec(config: Mapping[str, Any], source: Union[str, Path]
         f"layout, transformers' AST or PatchTST); model_type={model_type!r}")
 
 
-def _ast_feature_extractor_args(source: Union[str, Path]) -> dict[str, Any]:
+def _ast_feature_extractor_args(source: str | Path) -> dict[str, Any]:
     """Filterbank settings from an HF folder's ``preprocessor_config.json`` when it has one."""
     path = hub.optional_file(source, PREPROCESSOR_FILE)
     if path is None:
@@ -173,9 +176,9 @@ def _materialise(model: nn.Module) -> nn.Module:
     """Fill what no checkpoint holds (non-persistent buffers such as a filterbank's mel matrix)
     through the owning module's ``init_non_persistent_buffers``; nothing may stay on meta."""
     for module in model.modules():
-        if any(b.is_meta for b in module.buffers(recurse=False)) and \
-                hasattr(module, "init_non_persistent_buffers"):
-            module.init_non_persistent_buffers()
+        init = getattr(module, "init_non_persistent_buffers", None)
+        if init is not None and any(b.is_meta for b in module.buffers(recurse=False)):
+            init()
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise RuntimeError(f"{type(model).__name__} keeps tensors no checkpoint holds: {left[:4]}")
@@ -184,7 +187,7 @@ def _materialise(model: nn.Module) -> nn.Module:
 
 def build_with_weights(builder: Any, args: Mapping[str, Any], state_dict: Mapping[str, Any], *,
                        source: str, head: str,
-                       reset_head: Optional[Any] = None) -> tuple[nn.Module, bool]:
+                       reset_head: Any | None = None) -> tuple[nn.Module, bool]:
     """Build ``builder(**args)`` holding ``state_dict``'s weights; returns (model, whether the
     checkpoint's head was kept).
 

@@ -1,4 +1,5 @@
-"""The ``zoo`` command: list, info, train, eval, finetune, predict, forecast, explain, export.
+"""The ``zoo`` command: list, info, train, eval, finetune, predict, forecast, explain, export,
+and LightningCLI's fit, validate and test (``zoo fit --config CFG --trainer.max_epochs=3``).
 
 Training commands import the Lightning recipes lazily, so ``zoo list`` / ``zoo info`` stay fast
 and the library itself never imports Lightning.
@@ -7,16 +8,24 @@ and the library itself never imports Lightning.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING
 
 import torch
 
 import zoo
+from zoo.models.base import Classifier as ZooClassifier
+from zoo.models.base import Forecaster as ZooForecaster
+from zoo.models.base import TokenModel, require_pretrained_cfg
 from zoo.registry import get_entry
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger("zoo")
 
@@ -44,7 +53,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if not entry.weights:
         rows.append(("weights", "none registered (train one with `zoo train`)"))
     for w in entry.weights:
-        source = w.file and f"bundled ({w.file})" or w.hf_hub_id and f"hf-hub:{w.hf_hub_id}" or w.url
+        source = (w.file and f"bundled ({w.file})") or (w.hf_hub_id and f"hf-hub:{w.hf_hub_id}") or w.url
         default = " (default)" if w is entry.weights[0] else ""
         if entry.modality == "series":
             what = ("  columns", ", ".join(w.labels or ()) or "any")
@@ -59,7 +68,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _count(minimum: int):
+def _count(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer >= ``minimum`` (argparse names the flag in its error)."""
     def parse(text: str) -> int:
         try:
@@ -72,7 +81,7 @@ def _count(minimum: int):
     return parse
 
 
-def _output_file(path: Union[str, Path], inputs: Sequence[Union[str, Path]], flag: str) -> Path:
+def _output_file(path: str | Path, inputs: Sequence[str | Path], flag: str) -> Path:
     """An output file path that is not a folder and is none of the inputs (never replaced)."""
     out = Path(path)
     if out.is_dir():
@@ -87,17 +96,15 @@ def _output_file(path: Union[str, Path], inputs: Sequence[Union[str, Path]], fla
 # Python argument spellings in library errors, as each command spells them
 _COLUMN_TERMS = (("time_column=None", "--time-column none"), ("time_column=<name>", "--time-column NAME"),
                  ("target_columns=[...]", "--columns A,B"), ("target_columns=...", "--columns A,B"))
-_FORECAST_TERMS = _COLUMN_TERMS + (("irregular='reindex'", "--irregular reindex"),
-                                  ("missing='interpolate'", "--missing interpolate"),
-                                  ("the missing= policy", "--missing"),
-                                  ("on_error='skip'", "--on-error skip"))
+_FORECAST_TERMS = (*_COLUMN_TERMS, ("irregular='reindex'", "--irregular reindex"),
+                   ("missing='interpolate'", "--missing interpolate"),
+                   ("the missing= policy", "--missing"), ("on_error='skip'", "--on-error skip"))
 CLI_TERMS = {
     "forecast": _FORECAST_TERMS,
     "explain": _FORECAST_TERMS,
-    "finetune": _COLUMN_TERMS + (("irregular='reindex'", "data.irregular=reindex"),
-                                 ("missing='interpolate'", "data.missing=interpolate"),
-                                 ("the missing= policy", "data.missing"),
-                                 ("on_error='skip'", "data.on_error=skip")),
+    "finetune": (*_COLUMN_TERMS, ("irregular='reindex'", "--data.irregular=reindex"),
+                 ("missing='interpolate'", "--data.missing=interpolate"),
+                 ("the missing= policy", "--data.missing"), ("on_error='skip'", "--data.on_error=skip")),
 }
 
 
@@ -113,28 +120,34 @@ def _print_result(result: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from recipes.config import load_config
     from recipes.train import train
 
-    config = load_config(args.config, args.overrides)
     resume = args.resume_from or args.resume
-    _print_result(train(config, command=" ".join(["zoo", "train", args.config, *args.overrides]),
+    _print_result(train(["--config", args.config, *args.overrides],
+                        command=" ".join(["zoo", "train", args.config, *args.overrides]),
                         resume=resume, overwrite=args.overwrite))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from recipes.config import load_config
     from recipes.train import evaluate
 
-    _print_result(evaluate(load_config(args.config, args.overrides), args.ckpt))
+    _print_result(evaluate(["--config", args.config, *args.overrides], args.ckpt))
     return 0
 
 
-def cmd_finetune(args: argparse.Namespace) -> int:
-    from recipes.config import load_config
-    from recipes.train import train
+# The LightningCLI classes `zoo finetune` picks by the model's modality
+FINETUNE_CLASSES = {"image": ("recipes.classification.Classifier", "recipes.image.ImageDataModule",
+                              "imagefolder"),
+                    "audio": ("recipes.classification.Classifier", "recipes.audio.AudioDataModule",
+                              "audiofolder"),
+                    "series": ("recipes.forecasting.Forecaster", "recipes.series.SeriesDataModule",
+                               "csv")}
 
+
+def finetune_arguments(args: argparse.Namespace) -> list[str]:
+    """`zoo finetune NAME --data DIR ...` as LightningCLI arguments (the user's own
+    ``--key=value`` overrides come after them, so they win)."""
     entry, _ = get_entry(args.name)  # fail fast on a bad name
     data = Path(args.data)
     series = entry.modality == "series"
@@ -148,34 +161,37 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         raise ValueError("--horizon and --columns apply to forecasters only")
     if series and args.mode != "full":
         raise ValueError("forecasters fine-tune in --mode full only")
+    model_class, data_class, dataset = FINETUNE_CLASSES[entry.modality]
     pretrained = False if args.no_pretrained else (args.pretrained or True)
-    common = dict(output_dir=args.output or f"runs/finetune_{args.name}",
-                  optim=dict(lr=args.lr, warmup_epochs=args.warmup_epochs,
-                             weight_decay=args.weight_decay),
-                  trainer=dict(max_epochs=args.epochs))
+    out = [] if args.config else [f"--model={model_class}", f"--data={data_class}"]
+    out += [f"--model.model_name={args.name}", f"--model.pretrained={str(pretrained).lower() if isinstance(pretrained, bool) else pretrained}",
+            f"--model.lr={args.lr}", f"--model.warmup_epochs={args.warmup_epochs}",
+            f"--model.weight_decay={args.weight_decay}",
+            f"--data.dataset={dataset}", f"--data.root={data}",
+            f"--data.batch_size={args.batch_size}", f"--data.num_workers={args.num_workers}",
+            f"--trainer.max_epochs={args.epochs}",
+            f"--trainer.default_root_dir={args.output or f'runs/finetune_{args.name}'}"]
     if series:
-        sections = dict(
-            task="forecasting",
-            model=dict(name=args.name, pretrained=pretrained,
-                       kwargs={"horizon": args.horizon} if args.horizon else {}),
-            data=dict(dataset="csv", root=str(data), batch_size=args.batch_size,
-                      num_workers=args.num_workers, target_columns=_split_columns(args.columns),
-                      time_column=None if args.time_column == "none" else args.time_column),
-            **common)
+        if args.horizon:
+            out.append(f"--model.model_kwargs.horizon={args.horizon}")
+        if args.columns:
+            out.append(f"--data.target_columns={json.dumps(_split_columns(args.columns))}")
+        out.append(f"--data.time_column={'null' if args.time_column == 'none' else args.time_column}")
     else:
-        audio = entry.modality == "audio"
-        common["optim"]["layer_decay"] = args.layer_decay
-        sections = dict(
-            task="audio_classification" if audio else "image_classification",
-            model=dict(name=args.name, pretrained=pretrained),
-            data=dict(dataset="audiofolder" if audio else "imagefolder", root=str(data),
-                      batch_size=args.batch_size, num_workers=args.num_workers,
-                      **({"img_size": args.img_size} if args.img_size else {})),
-            finetune=dict(mode=args.mode, trainable_blocks=args.trainable_blocks),
-            **common)
-    config = load_config(args.config, args.overrides, **sections)
+        out += [f"--model.finetune_mode={args.mode}",
+                f"--model.trainable_blocks={args.trainable_blocks}"]
+        if args.layer_decay is not None:
+            out.append(f"--model.layer_decay={args.layer_decay}")
+        if args.img_size:   # the model's input size; the data follows the model
+            out.append(f"--model.model_kwargs.img_size={args.img_size}")
+    return (["--config", args.config] if args.config else []) + out + list(args.overrides)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from recipes.train import train
+
     command = " ".join(["zoo", "finetune", *sys.argv[2:]]) if sys.argv[1:2] == ["finetune"] else None
-    _print_result(train(config, command=command, overwrite=args.overwrite))
+    _print_result(train(finetune_arguments(args), command=command, overwrite=args.overwrite))
     return 0
 
 
@@ -193,7 +209,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_for_predict(spec: str, pretrained: Optional[str]) -> torch.nn.Module:
+def _load_for_predict(spec: str, pretrained: str | None) -> TokenModel:
     path = Path(spec)
     if path.suffix == ".ckpt":
         from recipes.classification import Classifier, read_recipe_checkpoint
@@ -213,7 +229,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.output:
         _output_file(args.output, args.inputs, "--output")
     model = _load_for_predict(args.model, args.pretrained).eval()
-    if getattr(model, "modality", "") == "series":
+    if not isinstance(model, ZooClassifier):
         raise ValueError(f"{args.model} is a forecaster: use `zoo forecast {args.model} DATA.csv`")
     paths = collect_inputs(args.inputs, model)
     rows = predict_files(model, paths, batch_size=args.batch_size, top_k=args.top_k,
@@ -236,11 +252,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _split_columns(text: Optional[str]) -> Optional[list[str]]:
+def _split_columns(text: str | None) -> list[str] | None:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
 
-def _read_series(args: argparse.Namespace, path: Union[str, Path]):
+def _read_series(args: argparse.Namespace, path: str | Path) -> pd.DataFrame:
     """The CSV at ``path`` read as the series options (``_add_series_options``) say."""
     from zoo.data.series import read_series
 
@@ -268,26 +284,30 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 
     output = _output_file(args.output or Path(args.data).with_name(Path(args.data).stem + "_forecast.csv"),
                           [args.data], "--output")
-    plot = _output_file(args.plot or output.with_suffix(".png"), [args.data, output], "--plot")
+    # The default plot needs matplotlib (zoo[plot]); an explicit --plot without it is an error.
+    drawable = args.plot is not None or importlib.util.find_spec("matplotlib") is not None
+    plot = drawable and _output_file(args.plot or output.with_suffix(".png"), [args.data, output],
+                                     "--plot")
     model = _load_for_predict(args.model, args.pretrained).eval()
-    if getattr(model, "modality", "") != "series":
+    if not isinstance(model, ZooForecaster):
         raise ValueError(f"{args.model} is not a forecaster; `zoo list --modality series` shows them")
     frame = _read_series(args, args.data)
     forecast = forecast_frame(model, frame, horizon=args.horizon)
     output.parent.mkdir(parents=True, exist_ok=True)
     forecast.to_csv(output, index_label=frame.index.name or "step")
-    plot_forecast(frame, forecast, plot, columns=_split_columns(args.plot_columns),
-                  title=f"{args.model}: {len(forecast)}-step forecast")
+    if plot:
+        plot_forecast(frame, forecast, plot, columns=_split_columns(args.plot_columns),
+                      title=f"{args.model}: {len(forecast)}-step forecast")
     print(f"forecast of {len(forecast)} steps x {forecast.shape[1]} columns -> {output}\n"
-          f"plot -> {plot}")
+          f"plot -> {plot or 'none (matplotlib is not installed: pip install zoo[plot])'}")
     return 0
 
 
-def _explain_target(text: Optional[str], model: torch.nn.Module):
+def _explain_target(text: str | None, model: TokenModel) -> int | str | None:
     """--target: a forecaster's horizon step; a classifier's label, or its index."""
     if text is None:
         return None
-    if getattr(model, "modality", "") == "series":
+    if isinstance(model, ZooForecaster):
         try:
             return int(text)
         except ValueError:
@@ -295,7 +315,8 @@ def _explain_target(text: Optional[str], model: torch.nn.Module):
                              f"{text!r}") from None
     from zoo.data.images import resolve_labels
 
-    labels = resolve_labels(model.pretrained_cfg.labels, model.num_classes)
+    assert isinstance(model, ZooClassifier)
+    labels = resolve_labels(require_pretrained_cfg(model, "--target").labels, model.num_classes)
     if text in labels:
         return text
     try:
@@ -316,7 +337,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     target = _explain_target(args.target, model)
     name = Path(args.model).name if Path(args.model).exists() else args.model
     options = dict(method=args.method, target=target, overwrite=args.overwrite, name=name)
-    if getattr(model, "modality", "") == "series":
+    if isinstance(model, ZooForecaster):
         if len(args.inputs) != 1 or Path(args.inputs[0]).suffix.lower() != ".csv":
             raise ValueError("a forecaster explains one CSV of series (time column + numeric "
                              f"columns), got {' '.join(args.inputs)}")
@@ -330,6 +351,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 or args.irregular != "error":
             raise ValueError("--columns, --time-column, --missing and --irregular apply to "
                              "forecasters only")
+        assert isinstance(model, ZooClassifier)
         paths = collect_inputs(args.inputs, model)
         pictures = explain_files(model, paths, out_dir, progress=len(paths) > 1,
                                  on_error=args.on_error, **options)
@@ -356,22 +378,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("train", help="train from a YAML config")
+    for name, what in (("fit", "fit"), ("validate", "validate"), ("test", "test")):
+        sub.add_parser(name, add_help=False, help=f"LightningCLI: {what} from a config "
+                       f"(zoo {name} --config CFG [--trainer.max_epochs=3 ...]; zoo {name} --help)")
+
+    p = sub.add_parser("train", help="fit from a LightningCLI config, then test the best "
+                       "checkpoint (metrics.json); overrides as --trainer.max_epochs=5")
     p.add_argument("config")
-    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's "
                    "last.ckpt (weights, optimizer, schedule, data position, RNG), if it has one")
     p.add_argument("--resume-from", default=None, metavar="CKPT",
                    help="continue from this checkpoint instead")
-    p.add_argument("--overwrite", action="store_true", help="the config's output_dir holds an "
-                   "earlier run: move it aside (to OUTPUT_DIR.replaced-TIME) and start afresh")
-    p.set_defaults(func=cmd_train)
+    p.add_argument("--overwrite", action="store_true", help="the run folder "
+                   "(trainer.default_root_dir) holds an earlier run: move it aside (to "
+                   "DIR.replaced-TIME) and start afresh")
+    p.set_defaults(func=cmd_train, overrides=[])
 
     p = sub.add_parser("eval", help="evaluate a recipe checkpoint on a config's test split")
     p.add_argument("config")
     p.add_argument("--ckpt", required=True)
-    p.add_argument("overrides", nargs="*")
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=cmd_eval, overrides=[])
 
     p = sub.add_parser("finetune", help="fine-tune on your own image or audio folder, or a "
                        "forecaster on your CSV")
@@ -399,14 +425,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_count(1), default=32)
     p.add_argument("--num-workers", type=_count(0), default=2)
     p.add_argument("--img-size", type=_count(1), default=None, help="default: the model's input size")
-    p.add_argument("--config", default=None, help="a YAML config to start from")
+    p.add_argument("--config", default=None, help="a LightningCLI config to start from; "
+                   "any --key=value after the flags overrides it (e.g. --data.freq_mask=10)")
     p.add_argument("--output", default=None, help="run directory (default runs/finetune_NAME)")
     p.add_argument("--overwrite", action="store_true", help="the run directory holds an earlier "
                    "run: move it aside (to RUN_DIR.replaced-TIME) and start afresh")
-    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
-    p.set_defaults(func=cmd_finetune)
+    p.set_defaults(func=cmd_finetune, overrides=[])
 
-    p = sub.add_parser("predict", help="top-k labels for images or audio clips")
+    p = sub.add_parser("predict", help="top-k labels for images or audio clips (with --config "
+                       "CFG --ckpt_path CKPT: LightningCLI's predict over the config's test split)")
     p.add_argument("model", help="registered name, a zoo package directory or a recipe .ckpt")
     p.add_argument("inputs", nargs="+", help="image files, or audio files (.wav, .flac, .ogg) "
                    "for an audio model; folders (searched recursively); CSV files with a "
@@ -468,24 +495,77 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+# Packages that only the training extras bring: recipe commands name the install when one is missing.
+TRAIN_PACKAGES = ("lightning", "torchmetrics", "tensorboard", "litdata", "jsonargparse", "yaml",
+                  "sklearn")
+
+
+def missing_extra(err: ImportError) -> str | None:
+    """What to install for a missing optional package, or None for any other ImportError."""
+    name = (err.name or "").split(".")[0]
+    if isinstance(err, ModuleNotFoundError) and name in TRAIN_PACKAGES:
+        return f"this command needs the '{name}' package: pip install 'zoo[train]'"
+    return str(err) if "pip install 'zoo[" in str(err) else None
+
+
+# LightningCLI's own subcommands: `zoo fit --config CFG --trainer.max_epochs=3` (recipes/cli.py);
+# `zoo predict --config CFG --ckpt_path CKPT` is LightningCLI's predict, `zoo predict MODEL FILES`
+# zoo's own file prediction
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")
+
+
+def _report(command: str, err: BaseException) -> int:
+    """One line on stderr for an error the user can fix; exit status 2."""
+    if isinstance(err, ImportError):
+        install = missing_extra(err)
+        if install is None:
+            raise err
+        message = install
+    else:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    print(f"zoo {command}: error: {in_cli_terms(str(message), command)}", file=sys.stderr)
+    return 2
+
+
+def _legacy_overrides(extra: Sequence[str]) -> list[str]:
+    """``trainer.max_epochs=5`` given the old way (not a flag, not a flag's value)."""
+    legacy, previous = [], ""
+    for item in extra:
+        takes_value = previous.startswith("--") and "=" not in previous
+        if not item.startswith("-") and "=" in item.split(" ")[0] and not takes_value:
+            legacy.append(item)
+        previous = item
+    return legacy
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    lightning_predict = argv[:1] == ["predict"] and any(
+        a in ("-c", "--config") or a.startswith("--config=") for a in argv[1:])
+    if argv[:1] and (argv[0] in LIGHTNING_SUBCOMMANDS or lightning_predict):
+        try:
+            from recipes.cli import main as lightning_main
+
+            lightning_main(argv)
+        except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
+            return _report(argv[0], err)
+        return 0
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    # argparse cannot put positional overrides after options (`eval CONFIG --ckpt X a.b=1`)
-    stray = [item for item in extra if "=" not in item or item.startswith("-")]
-    if stray or (extra and not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra and not hasattr(args, "overrides"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    legacy = _legacy_overrides(extra)
+    if legacy:
+        parser.error(f"overrides are LightningCLI flags: --{legacy[0]} (not {legacy[0]}); "
+                     f"`zoo fit --config CONFIG --print_config` lists every key")
     if extra:
         args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"zoo {args.command}: error: {in_cli_terms(str(message), args.command)}",
-              file=sys.stderr)
-        return 2
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, ImportError) as err:
+        return _report(args.command, err)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ come from :func:`zoo.layers.record_attention`, not from return values.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Optional
+from typing import cast
 
 import torch
 from torch import nn
@@ -33,7 +34,7 @@ from torch.utils.checkpoint import checkpoint
 from zoo.layers.attention import QK, Attention
 from zoo.layers.drop import DropPath, LayerScale
 from zoo.layers.mlp import ACTIVATIONS, MLPS, make_mlp
-from zoo.layers.norm import NORMS, make_norm
+from zoo.layers.norm import NORMS, TokenBatchNorm, make_norm
 from zoo.layers.pos_embed import Rope, RotaryTable
 
 PLACEMENTS = ("pre", "post", "sandwich", "res_post", "parallel")
@@ -58,9 +59,9 @@ class BlockConfig:
 
     embed_dim: int = 768
     num_heads: int = 12
-    head_dim: Optional[int] = None
+    head_dim: int | None = None
     mlp_ratio: float = 4.0
-    mlp_hidden: Optional[int] = None
+    mlp_hidden: int | None = None
     mlp: str = "mlp"
     act: str = "gelu"
     qkv_bias: bool = True
@@ -71,10 +72,10 @@ class BlockConfig:
     norm_eps: float = 1e-6
     placement: str = "pre"
     branches: int = 1
-    layer_scale_init: Optional[float] = None
+    layer_scale_init: float | None = None
     proj_drop: float = 0.0
     attn_drop: float = 0.0
-    attn_window: Optional[int] = None
+    attn_window: int | None = None
     causal: bool = False
     query_scale: bool = False
     residual_attention: bool = False
@@ -129,7 +130,7 @@ class EncoderConfig:
 
 # --- parts -----------------------------------------------------------------------------------------
 
-def _norm(c: BlockConfig) -> nn.Module:
+def _norm(c: BlockConfig) -> nn.LayerNorm | nn.RMSNorm | TokenBatchNorm:
     return make_norm(c.norm, c.embed_dim, c.norm_eps)
 
 
@@ -168,18 +169,18 @@ class TwoBranchBlock(nn.Module):
 
 
 class PreNormBlock(TwoBranchBlock):
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                rope: Optional[RotaryTable] = None, prev_qk: Optional[QK] = None
-                ) -> tuple[torch.Tensor, Optional[QK]]:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                rope: RotaryTable | None = None, prev_qk: QK | None = None
+                ) -> tuple[torch.Tensor, QK | None]:
         y, qk = self.attn(self.norm1(x), mask, rope, prev_qk)
         x = x + self.drop_path1(self.ls1(y))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x)))), qk
 
 
 class PostNormBlock(TwoBranchBlock):
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                rope: Optional[RotaryTable] = None, prev_qk: Optional[QK] = None
-                ) -> tuple[torch.Tensor, Optional[QK]]:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                rope: RotaryTable | None = None, prev_qk: QK | None = None
+                ) -> tuple[torch.Tensor, QK | None]:
         y, qk = self.attn(x, mask, rope, prev_qk)
         x = self.norm1(x + self.drop_path1(self.ls1(y)))
         return self.norm2(x + self.drop_path2(self.ls2(self.mlp(x)))), qk
@@ -195,9 +196,9 @@ class ResPostNormBlock(TwoBranchBlock):
             for norm in (self.norm1, self.norm2):
                 nn.init.constant_(norm.weight, config.layer_scale_init)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                rope: Optional[RotaryTable] = None, prev_qk: Optional[QK] = None
-                ) -> tuple[torch.Tensor, Optional[QK]]:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                rope: RotaryTable | None = None, prev_qk: QK | None = None
+                ) -> tuple[torch.Tensor, QK | None]:
         y, qk = self.attn(x, mask, rope, prev_qk)
         x = x + self.drop_path1(self.ls1(self.norm1(y)))
         return x + self.drop_path2(self.ls2(self.norm2(self.mlp(x)))), qk
@@ -211,9 +212,9 @@ class SandwichBlock(TwoBranchBlock):
         self.norm1_post = _norm(config)
         self.norm2_post = _norm(config)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                rope: Optional[RotaryTable] = None, prev_qk: Optional[QK] = None
-                ) -> tuple[torch.Tensor, Optional[QK]]:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                rope: RotaryTable | None = None, prev_qk: QK | None = None
+                ) -> tuple[torch.Tensor, QK | None]:
         y, qk = self.attn(self.norm1(x), mask, rope, prev_qk)
         x = x + self.drop_path1(self.ls1(self.norm1_post(y)))
         y = self.norm2_post(self.mlp(self.norm2(x)))
@@ -231,9 +232,9 @@ class ParallelBlock(nn.Module):
         self.ls = _scale(config)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                rope: Optional[RotaryTable] = None, prev_qk: Optional[QK] = None
-                ) -> tuple[torch.Tensor, Optional[QK]]:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                rope: RotaryTable | None = None, prev_qk: QK | None = None
+                ) -> tuple[torch.Tensor, QK | None]:
         h = self.norm(x)
         y, qk = self.attn(h, mask, rope, prev_qk)
         return x + self.drop_path(self.ls(y + self.mlp(h))), qk
@@ -261,11 +262,12 @@ class BranchesBlock(nn.Module):
         self.ffns = nn.ModuleList(_Branch(config, _mlp(config), drop_path)
                                   for _ in range(config.branches))
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                rope: Optional[RotaryTable] = None, prev_qk: Optional[QK] = None
-                ) -> tuple[torch.Tensor, Optional[QK]]:
-        x = x + sum(b.drop_path(b.ls(b.layer(b.norm(x), mask, rope)[0])) for b in self.attns)
-        return x + sum(b.drop_path(b.ls(b.layer(b.norm(x)))) for b in self.ffns), None
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                rope: RotaryTable | None = None, prev_qk: QK | None = None
+                ) -> tuple[torch.Tensor, QK | None]:
+        attns, ffns = cast(Iterable[_Branch], self.attns), cast(Iterable[_Branch], self.ffns)
+        x = x + sum(b.drop_path(b.ls(b.layer(b.norm(x), mask, rope)[0])) for b in attns)
+        return x + sum(b.drop_path(b.ls(b.layer(b.norm(x)))) for b in ffns), None
 
 
 BLOCKS = {"pre": PreNormBlock, "post": PostNormBlock, "sandwich": SandwichBlock,
@@ -311,7 +313,7 @@ class Encoder(nn.Module):
             if isinstance(module, Attention):
                 module.fused = enable
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 rope: Rope = None) -> torch.Tensor:
         """x (B, N, D) -> (B, N, D). ``mask``: bool (B or 1, 1 or H, N, N), True = attend, or
         additive float. ``rope``: a rotary table for every block, or a list of one per block."""
@@ -319,8 +321,8 @@ class Encoder(nn.Module):
         if len(tables) != len(self.blocks):
             raise ValueError(f"{len(tables)} rotary tables for {len(self.blocks)} blocks")
         x = self.norm_pre(x)
-        qk: Optional[QK] = None
-        for block, table in zip(self.blocks, tables):
+        qk: QK | None = None
+        for block, table in zip(self.blocks, tables, strict=True):
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x, qk = checkpoint(block, x, mask, table, qk, use_reentrant=False)
             else:

@@ -14,27 +14,29 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
-from torch import nn
 
+from zoo._optional import pyplot
 from zoo.data.images import ON_ERROR
 from zoo.explanations import Target, explain, spread_to_input
+from zoo.models.base import Classifier, Forecaster, require_pretrained_cfg
 from zoo.predict import FileReader, batch_inputs
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
 HEAT = "inferno"
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+def _pyplot() -> Any:
+    return pyplot("zoo explain's pictures")
 
 
 def _scaled(relevance: torch.Tensor) -> torch.Tensor:
@@ -42,7 +44,7 @@ def _scaled(relevance: torch.Tensor) -> torch.Tensor:
     return relevance / top if top > 0 else relevance
 
 
-def _save(fig, path: Union[str, Path]) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -50,7 +52,7 @@ def _save(fig, path: Union[str, Path]) -> Path:
     return path
 
 
-def draw_image(image: torch.Tensor, relevance: torch.Tensor, path: Union[str, Path], *,
+def draw_image(image: torch.Tensor, relevance: torch.Tensor, path: str | Path, *,
                title: str = "") -> Path:
     """``image`` (3, H, W) in [0, 1] and its relevance per pixel (H, W): image | heat map over
     it, side by side."""
@@ -62,14 +64,14 @@ def draw_image(image: torch.Tensor, relevance: torch.Tensor, path: Union[str, Pa
     shown = axes[1].imshow(_scaled(relevance).numpy(), cmap=HEAT, alpha=0.6, vmin=0, vmax=1,
                            interpolation="bilinear")
     fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04, label="relevance")
-    for ax, name in zip(axes, ("input", "relevance")):
+    for ax, name in zip(axes, ("input", "relevance"), strict=True):
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
 
-def draw_spectrogram(fbank: torch.Tensor, relevance: torch.Tensor, path: Union[str, Path], *,
+def draw_spectrogram(fbank: torch.Tensor, relevance: torch.Tensor, path: str | Path, *,
                      frame_shift_ms: float, title: str = "") -> Path:
     """A filterbank (F, T) and its relevance per bin and frame (F, T): the log-mel spectrogram
     above, the heat map over it below; time in seconds."""
@@ -91,7 +93,7 @@ def draw_spectrogram(fbank: torch.Tensor, relevance: torch.Tensor, path: Union[s
 
 
 def draw_series(history: pd.DataFrame, forecast: pd.DataFrame, relevance: torch.Tensor,
-                path: Union[str, Path], *, title: str = "") -> Path:
+                path: str | Path, *, title: str = "") -> Path:
     """``history`` (L, C) (the look-back), ``forecast`` (H, C) after it, relevance per history
     step (C, L): one strip per channel, the history shaded by its relevance (scaled per
     channel, since each channel is explained for its own forecast)."""
@@ -101,7 +103,7 @@ def draw_series(history: pd.DataFrame, forecast: pd.DataFrame, relevance: torch.
                              sharex=True, squeeze=False, layout="constrained")
     steps = pd.RangeIndex(len(history) + len(forecast)) - len(history)   # 0 = first forecast
     past, future = steps[:len(history)], steps[len(history):]
-    for row, (ax, column) in enumerate(zip(axes[:, 0], columns)):
+    for row, (ax, column) in enumerate(zip(axes[:, 0], columns, strict=True)):
         values = pd.concat([history[column], forecast[column]])
         low, high = float(values.min()), float(values.max())
         pad = 0.05 * (high - low or 1.0)
@@ -123,7 +125,7 @@ def draw_series(history: pd.DataFrame, forecast: pd.DataFrame, relevance: torch.
 
 # --- files -> pictures -------------------------------------------------------------------------
 
-def picture_paths(paths: Sequence[Path], out_dir: Union[str, Path]) -> list[Path]:
+def picture_paths(paths: Sequence[Path], out_dir: str | Path) -> list[Path]:
     """One ``.png`` per input under ``out_dir``, named by its path relative to the inputs'
     common folder (``a/3.png`` -> ``OUT/a/3.png``)."""
     out_dir = Path(out_dir)
@@ -131,7 +133,7 @@ def picture_paths(paths: Sequence[Path], out_dir: Union[str, Path]) -> list[Path
     common = Path(os.path.commonpath([p.parent for p in resolved])) if resolved else Path()
     pictures = [out_dir / p.relative_to(common).with_suffix(".png") for p in resolved]
     seen: dict[Path, Path] = {}
-    for source, picture in zip(paths, pictures):
+    for source, picture in zip(paths, pictures, strict=True):
         if picture in seen:
             raise ValueError(f"{seen[picture]} and {source} would both be drawn to {picture}; "
                              "explain them in separate runs")
@@ -148,18 +150,18 @@ def check_writable(pictures: Sequence[Path], overwrite: bool, flag: str = "--ove
                               f"another output folder, or pass {flag} to replace them")
 
 
-def _display_image(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _display_image(model: Classifier, x: torch.Tensor) -> torch.Tensor:
     """The model's normalised input (3, H, W) back in [0, 1] for drawing."""
-    pre = model.pretrained_cfg.preprocess
+    pre = require_pretrained_cfg(model, "drawing an image").preprocess
     mean = torch.tensor(pre.get("mean", (0.5,) * 3)).view(-1, 1, 1)
     std = torch.tensor(pre.get("std", (0.5,) * 3)).view(-1, 1, 1)
     return (x * std + mean).clamp(0, 1)
 
 
-def explain_files(model: nn.Module, paths: Sequence[Union[str, Path]],
-                  out_dir: Union[str, Path], *, method: str = "grad_rollout",
-                  target: Target = None, overwrite: bool = False, progress: bool = True,
-                  on_error: str = "raise", name: Optional[str] = None) -> list[Path]:
+def explain_files(model: Classifier, paths: Sequence[str | Path],
+                  out_dir: str | Path, *, method: str = "grad_rollout",
+                  target: int | str | None = None, overwrite: bool = False, progress: bool = True,
+                  on_error: str = "raise", name: str | None = None) -> list[Path]:
     """Explain a classifier's prediction for each image or audio file: one PNG each under
     ``out_dir`` (see :func:`picture_paths`); returns the paths of the pictures drawn.
 
@@ -174,16 +176,17 @@ def explain_files(model: nn.Module, paths: Sequence[Union[str, Path]],
 
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-    paths = [Path(p) for p in paths]
-    pictures = picture_paths(paths, out_dir)
+    files = [Path(p) for p in paths]
+    pictures = picture_paths(files, out_dir)
     check_writable(pictures, overwrite)
     model.eval()
     read = FileReader(model)
-    labels = resolve_labels(model.pretrained_cfg.labels, model.num_classes)
+    labels = resolve_labels(require_pretrained_cfg(model, "explain_files").labels,
+                            model.num_classes)
     name = name or getattr(model.pretrained_cfg, "name", None) or type(model).__name__
     drawn = []
-    for path, picture in tqdm(list(zip(paths, pictures)), disable=not progress, unit="file",
-                              desc="explain"):
+    for path, picture in tqdm(list(zip(files, pictures, strict=True)), disable=not progress,
+                              unit="file", desc="explain"):
         try:
             items, spans = read(path)
         except (ValueError, FileNotFoundError) as err:
@@ -206,7 +209,7 @@ def explain_files(model: nn.Module, paths: Sequence[Union[str, Path]],
         axes = model.front_end.patch_axes(tuple(x.shape))
         per_input = spread_to_input(relevance, axes)[0]
         if read.audio:
-            config = model.fbank_config
+            config = read.config
             if len(items) > 1:
                 a, b = spans[best]
                 title += f", window {a / config.sample_rate:.2f}-{b / config.sample_rate:.2f} s"
@@ -218,9 +221,9 @@ def explain_files(model: nn.Module, paths: Sequence[Union[str, Path]],
     return drawn
 
 
-def explain_series(model: nn.Module, frame: pd.DataFrame, picture: Union[str, Path], *,
+def explain_series(model: Forecaster, frame: pd.DataFrame, picture: str | Path, *,
                    method: str = "grad_rollout", target: Target = None,
-                   overwrite: bool = False, name: Optional[str] = None) -> Path:
+                   overwrite: bool = False, name: str | None = None) -> Path:
     """Explain a forecaster's forecast from the last look-back of ``frame`` (rows in time
     order, numeric columns): one PNG with a strip per column."""
     from zoo.forecasting import forecast_frame

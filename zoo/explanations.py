@@ -34,17 +34,18 @@ deletion test of ``benchmarks/explain_deletion.py``.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import torch
 
+from zoo.frontends.audio import AudioFrontEnd
 from zoo.frontends.base import PatchAxis
 from zoo.layers.attention import record_attention
 from zoo.models.base import Classifier, Forecaster, TokenModel
 
 METHODS = ("raw", "rollout", "grad_rollout")
 
-Target = Union[None, int, str, Sequence[int], torch.Tensor, tuple]
+Target = int | str | Sequence[int] | torch.Tensor | tuple | None
 
 
 # --- relevance from attention maps ------------------------------------------------------------
@@ -80,7 +81,7 @@ def gradient_rollout(maps: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]
         raise ValueError(f"signed must be 'positive' or 'absolute', got {signed!r}")
     eye = torch.eye(maps[0].shape[-1], dtype=maps[0].dtype, device=maps[0].device)
     relevance = eye.expand_as(maps[0][:, 0])
-    for attention, grad in zip(maps, grads):
+    for attention, grad in zip(maps, grads, strict=True):
         weighted = grad * attention
         weighted = weighted.clamp(min=0) if signed == "positive" else weighted.abs()
         relevance = relevance + weighted.mean(dim=1) @ relevance
@@ -122,7 +123,7 @@ def _class_targets(model: Classifier, logits: torch.Tensor, target: Target) -> t
     return index
 
 
-def _forecast_score(model: Forecaster, forecast: torch.Tensor, target: Target) -> torch.Tensor:
+def _forecast_score(forecast: torch.Tensor, target: Target) -> torch.Tensor:
     """The forecast explained, summed: every step and channel, or ``target`` = step or
     (step, channel), each an index or None for all."""
     horizon, channels = forecast.shape[1:]
@@ -143,10 +144,10 @@ def _forecast_score(model: Forecaster, forecast: torch.Tensor, target: Target) -
 
 
 def model_input(model: TokenModel, inputs: torch.Tensor,
-                sample_rate: Optional[int] = None) -> torch.Tensor:
+                sample_rate: int | None = None) -> torch.Tensor:
     """What the encoder's front end patches: ``inputs`` themselves, except for an audio model
     given waveforms (B, S), whose normalised filterbanks (B, T, F) are computed here."""
-    if getattr(model, "modality", "") == "audio":
+    if isinstance(model.front_end, AudioFrontEnd):
         with torch.no_grad():
             return model.front_end.features(inputs, sample_rate)
     if sample_rate is not None:
@@ -155,7 +156,7 @@ def model_input(model: TokenModel, inputs: torch.Tensor,
 
 
 def explain(model: TokenModel, inputs: torch.Tensor, *, method: str = "grad_rollout",
-            target: Target = None, sample_rate: Optional[int] = None) -> torch.Tensor:
+            target: Target = None, sample_rate: int | None = None) -> torch.Tensor:
     """Relevance of each input patch to the model's output, on the model's token grid.
 
     ``inputs``: what the model takes (images (B, C, H, W); waveforms (B, S) at
@@ -211,9 +212,9 @@ def _token_relevance(model: TokenModel, x: torch.Tensor, method: str, target: Ta
     if isinstance(model, Classifier):
         score = output.gather(1, _class_targets(model, output, target)[:, None]).sum()
     else:
-        score = _forecast_score(model, output, target)
-    grads = torch.autograd.grad(score, maps, allow_unused=True)
-    grads = [torch.zeros_like(m) if g is None else g for m, g in zip(maps, grads)]
+        score = _forecast_score(output, target)
+    found = torch.autograd.grad(score, maps, allow_unused=True)
+    grads = [torch.zeros_like(m) if g is None else g for m, g in zip(maps, found, strict=True)]
     return gradient_rollout([m.detach() for m in maps], grads, readout,
                             signed="positive" if isinstance(model, Classifier) else "absolute")
 

@@ -5,25 +5,31 @@ from __future__ import annotations
 import difflib
 import inspect
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any
 
 import torch
 from torch import nn
 
 import zoo.models  # noqa: F401  (registers the built-in variants)
-from zoo.checkpoint import (CheckpointMismatchError, build_with_weights, is_timm_config,
-                            is_zoo_package, load_weights)
-from zoo.models.base import Forecaster
+from zoo.checkpoint import (
+    CheckpointMismatchError,
+    build_with_weights,
+    is_timm_config,
+    is_zoo_package,
+    load_weights,
+)
+from zoo.models.base import Forecaster, TokenModel
 from zoo.registry import ModelEntry, ModelNotFoundError, PretrainedCfg, get_entry, list_models
 
 logger = logging.getLogger(__name__)
 
 
-def create_model(name: str, pretrained: Union[bool, str, Path] = False, *,
-                 num_classes: Optional[int] = None,
-                 encoder_from: Union[str, Path, nn.Module, None] = None, **kwargs: Any) -> nn.Module:
+def create_model(name: str, pretrained: bool | str | Path = False, *,
+                 num_classes: int | None = None,
+                 encoder_from: str | Path | nn.Module | None = None, **kwargs: Any) -> TokenModel:
     """Build a registered model, optionally with weights.
 
     Args:
@@ -123,7 +129,7 @@ def _check_arguments(entry: ModelEntry, kwargs: Mapping[str, Any]) -> None:
 
 
 def _create_forecaster(name: str, entry: ModelEntry, cfg: PretrainedCfg, args: dict[str, Any],
-                       state_dict: Optional[dict[str, Any]], source: Any) -> Forecaster:
+                       state_dict: dict[str, Any] | None, source: Any) -> Forecaster:
     """Build a forecaster; a checkpoint for another horizon keeps all but the head."""
     if state_dict is None:   # figures belong to weights: random ones claim none
         model = entry.builder(**args)
@@ -139,7 +145,7 @@ def _create_forecaster(name: str, entry: ModelEntry, cfg: PretrainedCfg, args: d
     return model
 
 
-def _encoder_state_dict(source: Union[str, Path, nn.Module]) -> dict[str, Any]:
+def _encoder_state_dict(source: str | Path | nn.Module) -> dict[str, Any]:
     """A zoo-keyed state dict for ``encoder_from``: a model, a registered name, or a source."""
     if isinstance(source, nn.Module):
         return dict(source.state_dict())
@@ -153,7 +159,7 @@ def _encoder_state_dict(source: Union[str, Path, nn.Module]) -> dict[str, Any]:
     return dict(create_model(text, pretrained=True).state_dict())
 
 
-def _checkpoint_num_classes(state_dict: Optional[Mapping[str, torch.Tensor]]) -> Optional[int]:
+def _checkpoint_num_classes(state_dict: Mapping[str, torch.Tensor] | None) -> int | None:
     if state_dict is None:
         return None
     weight = state_dict.get("head.fc.weight")

@@ -3,12 +3,14 @@ table with future timestamps, and a plot of history + forecast per column."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
 
 import pandas as pd
 import torch
-from torch import nn
+
+from zoo._optional import pyplot
+from zoo.models.base import Forecaster
 
 
 def future_index(index: pd.Index, steps: int) -> pd.Index:
@@ -26,7 +28,7 @@ def future_index(index: pd.Index, steps: int) -> pd.Index:
     return pd.RangeIndex(last + 1, last + 1 + steps, name=index.name)
 
 
-def forecast_frame(model: nn.Module, frame: pd.DataFrame, *, horizon: Optional[int] = None
+def forecast_frame(model: Forecaster, frame: pd.DataFrame, *, horizon: int | None = None
                    ) -> pd.DataFrame:
     """Forecast every column of ``frame`` (rows in time order, numeric columns) from its last
     ``model.context_length`` rows: returns (horizon, C) with future timestamps as index.
@@ -53,14 +55,12 @@ def forecast_frame(model: nn.Module, frame: pd.DataFrame, *, horizon: Optional[i
                         index=future_index(frame.index, horizon))
 
 
-def plot_forecast(history: pd.DataFrame, forecast: pd.DataFrame, path: Union[str, Path], *,
-                  columns: Optional[Sequence[str]] = None, history_steps: Optional[int] = None,
+def plot_forecast(history: pd.DataFrame, forecast: pd.DataFrame, path: str | Path, *,
+                  columns: Sequence[str] | None = None, history_steps: int | None = None,
                   title: str = "") -> Path:
     """One panel per column: the last ``history_steps`` observed values (default 4 x horizon)
     and the forecast after them. Written as PNG (or any format matplotlib knows by suffix)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("plot_forecast")
 
     columns = list(columns or forecast.columns)
     unknown = [c for c in columns if c not in forecast.columns]
@@ -70,7 +70,7 @@ def plot_forecast(history: pd.DataFrame, forecast: pd.DataFrame, path: Union[str
     past = history[columns].iloc[-steps:]
     fig, axes = plt.subplots(len(columns), 1, figsize=(10, 2.6 * len(columns)), sharex=True,
                              squeeze=False)
-    for ax, column in zip(axes[:, 0], columns):
+    for ax, column in zip(axes[:, 0], columns, strict=True):
         ax.plot(past.index, past[column], color="0.3", linewidth=1.0, label="history")
         ax.plot(forecast.index, forecast[column], color="tab:orange", linewidth=1.4,
                 label="forecast")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
+from zoo.layers.attention import AttentionPool
 from zoo.layers.drop import Dropout
 from zoo.layers.norm import make_norm
 
@@ -26,7 +25,7 @@ class ClassifierHead(nn.Module):
 
     def __init__(self, embed_dim: int, num_classes: int, *, pool: str = "token",
                  num_prefix_tokens: int = 1, include_prefix: bool = False,
-                 attn_pool: Optional[nn.Module] = None, fc_norm: bool = False,
+                 attn_pool: AttentionPool | None = None, fc_norm: bool = False,
                  norm: str = "layernorm", norm_eps: float = 1e-6, drop: float = 0.0) -> None:
         super().__init__()
         if pool not in POOLS:
@@ -88,7 +87,7 @@ class ClassifierHead(nn.Module):
             weights[:, :self.num_prefix_tokens] = 1.0 / self.num_prefix_tokens
         elif self.pool == "avg":
             weights[:, first:] = 1.0 / (N - first)
-        else:
+        elif self.attn_pool is not None:   # "map" (the only pool with an attn_pool)
             weights[:, first:] = self.attn_pool.attention_weights(tokens[:, first:]).mean(dim=1)
         return weights
 
@@ -136,8 +135,6 @@ class ForecastHead(nn.Module):
         elif self.pool == "max":
             tokens = tokens.amax(dim=1)
         x = self.drop(tokens.reshape(tokens.shape[0] // num_channels, num_channels, -1))
-        if self.shared:
-            y = self.proj(x)
-        else:
-            y = torch.einsum("bcf,chf->bch", x, self.proj_weight) + self.proj_bias
+        y = (self.proj(x) if self.shared
+             else torch.einsum("bcf,chf->bch", x, self.proj_weight) + self.proj_bias)
         return y.transpose(1, 2).contiguous()

@@ -21,7 +21,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 
@@ -86,7 +86,7 @@ def is_offline() -> bool:
                for v in ("ZOO_OFFLINE", "HF_HUB_OFFLINE"))
 
 
-def sha256_of(path: Union[str, Path], chunk: int = 1 << 20) -> str:
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -94,14 +94,14 @@ def sha256_of(path: Union[str, Path], chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def verify(path: Path, sha256: Optional[str]) -> None:
+def verify(path: Path, sha256: str | None) -> None:
     """Raise :class:`ChecksumError` unless ``path`` has the given sha256 (None: no check)."""
     if sha256 and (actual := sha256_of(path)) != sha256.lower():
         raise ChecksumError(f"{path}: sha256 is {actual}, expected {sha256}")
 
 
-def download(url: str, *, sha256: Optional[str] = None, filename: Optional[str] = None,
-             cache_dir: Optional[Path] = None, progress: bool = True) -> Path:
+def download(url: str, *, sha256: str | None = None, filename: str | None = None,
+             cache_dir: Path | None = None, progress: bool = True) -> Path:
     """Fetch ``url`` into the cache once and return the cached path.
 
     A cached file is reused when its sha256 matches (or none is given). A new download goes
@@ -153,7 +153,7 @@ def download(url: str, *, sha256: Optional[str] = None, filename: Optional[str] 
     return target
 
 
-def hf_hub_file(repo_id: str, filename: str, revision: Optional[str] = None) -> Path:
+def hf_hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
     """A file from a Hugging Face hub repo through huggingface_hub's cache (offline-aware).
 
     Without network, a cached file is still used; a file that is not cached fails at once
@@ -178,7 +178,7 @@ def hf_hub_file(repo_id: str, filename: str, revision: Optional[str] = None) -> 
         raise FileNotFoundError(f"hf-hub:{repo_id}: no {filename} {where}") from err
 
 
-def load_state_dict_file(path: Union[str, Path]) -> dict[str, torch.Tensor]:
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read tensors from .safetensors, or .pth/.pt/.bin/.ckpt with ``weights_only=True``."""
     path = Path(path)
     if not path.is_file():
@@ -206,14 +206,14 @@ def read_json(path: Path) -> dict[str, Any]:
     return value
 
 
-def bundled_file(name: str, sha256: Optional[str] = None) -> Path:
+def bundled_file(name: str, sha256: str | None = None) -> Path:
     """A weights file shipped inside the package, verified by sha256 when given."""
     path = _BUNDLED_DIR / name
     verify(path, sha256)
     return path
 
 
-def _fetch_dir(directory: Path) -> tuple[Path, Optional[Path]]:
+def _fetch_dir(directory: Path) -> tuple[Path, Path | None]:
     config = directory / CONFIG_FILE
     for name in WEIGHT_FILES:
         if (directory / name).is_file():
@@ -221,9 +221,9 @@ def _fetch_dir(directory: Path) -> tuple[Path, Optional[Path]]:
     raise FileNotFoundError(f"{directory} holds none of {', '.join(WEIGHT_FILES)}")
 
 
-def _fetch_hf_hub(spec: str, sha256: Optional[str] = None) -> tuple[Path, Optional[Path]]:
+def _fetch_hf_hub(spec: str, sha256: str | None = None) -> tuple[Path, Path | None]:
     repo_id, _, revision = spec.partition("@")
-    last_err: Optional[Exception] = None
+    last_err: Exception | None = None
     for name in WEIGHT_FILES:
         try:
             path = hf_hub_file(repo_id, name, revision or None)
@@ -239,7 +239,7 @@ def _fetch_hf_hub(spec: str, sha256: Optional[str] = None) -> tuple[Path, Option
         f"hf-hub:{spec}: found none of {', '.join(WEIGHT_FILES)}{where}") from last_err
 
 
-def optional_file(source: Union[str, Path], filename: str) -> Optional[Path]:
+def optional_file(source: str | Path, filename: str) -> Path | None:
     """``filename`` of a directory or of ``hf-hub:org/repo[@revision]`` (a local path), or
     None where there is no such file (or, without network, none in the cache)."""
     text = str(source)
@@ -253,8 +253,8 @@ def optional_file(source: Union[str, Path], filename: str) -> Optional[Path]:
         return None
 
 
-def fetch(source: Union[str, Path], *, sha256: Optional[str] = None
-          ) -> tuple[Path, Optional[Path]]:
+def fetch(source: str | Path, *, sha256: str | None = None
+          ) -> tuple[Path, Path | None]:
     """Resolve a weights source to local files: (weights file, its ``config.json`` or None).
 
     ``source`` is a file, a directory holding ``model.safetensors`` / ``pytorch_model.bin``

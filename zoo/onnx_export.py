@@ -32,23 +32,21 @@ through to the forecast instead of raising.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from zoo._optional import require
 from zoo.models.base import TokenModel
 from zoo.package import __version__, _jsonable
 
 logger = logging.getLogger(__name__)
-
-_EXTRA = "pip install 'zoo[export]'"  # onnx, onnxscript, onnxruntime
 
 # modality -> (input name, input layout, output name, output layout)
 IO_NAMES: dict[str, tuple[str, str, str, str]] = {
@@ -56,14 +54,6 @@ IO_NAMES: dict[str, tuple[str, str, str, str]] = {
     "audio": ("fbank", "B,T,F", "logits", "B,K"),
     "series": ("past_values", "B,L,C", "forecast", "B,H,C"),
 }
-
-
-def _require(module: str, purpose: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise ImportError(f"{purpose} needs the '{module}' package: pip install {module} "
-                          f"(or all export dependencies: {_EXTRA})") from err
 
 
 class _Graph(nn.Module):
@@ -77,17 +67,18 @@ class _Graph(nn.Module):
         return self.model(x)
 
 
-def _check_model(model: nn.Module) -> str:
+def _check_model(model: nn.Module) -> TokenModel:
+    """``model`` itself, once it is known to be a zoo model of an exportable modality."""
     if not isinstance(model, TokenModel):
         raise ValueError(f"expected a zoo model (made by zoo.create_model / zoo.load), got "
                          f"{type(model).__name__}")
     if model.modality not in IO_NAMES:
         raise ValueError(f"cannot export modality {model.modality!r} of {type(model).__name__}; "
                          f"known modalities: {', '.join(IO_NAMES)}")
-    return model.modality
+    return model
 
 
-def _preprocess(model: nn.Module) -> dict[str, Any]:
+def _preprocess(model: TokenModel) -> dict[str, Any]:
     cfg = getattr(model, "pretrained_cfg", None)
     return {**(dict(cfg.preprocess) if cfg is not None else {}), **model.input_spec()}
 
@@ -97,8 +88,8 @@ def example_input(model: nn.Module, batch_size: int = 2, *, seed: int = 0) -> to
 
     image (B, C, H, W), audio (B, target_frames, num_mel_bins), series (B, context_length, C).
     """
-    modality = _check_model(model)
-    spec = _preprocess(model)
+    model = _check_model(model)
+    modality, spec = model.modality, _preprocess(model)
     gen = torch.Generator().manual_seed(seed)
     if modality == "image":
         shape = tuple(spec["input_size"])
@@ -113,7 +104,7 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _metadata(model: nn.Module, example: torch.Tensor) -> dict[str, str]:
+def _metadata(model: TokenModel, example: torch.Tensor) -> dict[str, str]:
     in_name, in_layout, out_name, out_layout = IO_NAMES[model.modality]
     cfg = getattr(model, "pretrained_cfg", None)
     dims = ", ".join(["batch", *map(str, example.shape[1:])])
@@ -133,8 +124,8 @@ def _metadata(model: nn.Module, example: torch.Tensor) -> dict[str, str]:
     return meta
 
 
-def export_onnx(model: nn.Module, path: Union[str, Path], *, batch_size: int = 2,
-                opset: Optional[int] = None) -> Path:
+def export_onnx(model: nn.Module, path: str | Path, *, batch_size: int = 2,
+                opset: int | None = None) -> Path:
     """Export ``model`` (in eval mode) to a self-contained ONNX file at ``path``; returns it.
 
     The graph has one input and one output named after the modality (see :data:`IO_NAMES`):
@@ -144,9 +135,10 @@ def export_onnx(model: nn.Module, path: Union[str, Path], *, batch_size: int = 2
     exporter's (20 with torch 2.14). Weights are stored in the file (external data only past
     ONNX's 2 GB limit). The model's training mode is restored afterwards.
     """
-    modality = _check_model(model)
-    _require("onnx", "ONNX export")
-    _require("onnxscript", "ONNX export (PyTorch's exporter)")
+    model = _check_model(model)
+    modality = model.modality
+    require("onnx", "ONNX export", "export")
+    require("onnxscript", "ONNX export (PyTorch's exporter)", "export")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     in_name, _, out_name, _ = IO_NAMES[modality]
@@ -164,6 +156,8 @@ def export_onnx(model: nn.Module, path: Union[str, Path], *, batch_size: int = 2
             graph, (example,), dynamo=True, input_names=[in_name], output_names=[out_name],
             dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset,
             verbose=False)
+        if program is None:   # only the legacy exporter (dynamo=False) returns None
+            raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNX program")
         program.model.metadata_props.update(_metadata(model, example))
         program.save(path)
     finally:
@@ -173,7 +167,7 @@ def export_onnx(model: nn.Module, path: Union[str, Path], *, batch_size: int = 2
     return path
 
 
-def check_onnx(model: nn.Module, path: Union[str, Path], inputs: torch.Tensor, *,
+def check_onnx(model: nn.Module, path: str | Path, inputs: torch.Tensor, *,
                atol: float = 1e-4) -> float:
     """Run ``path`` with onnxruntime (CPU) on ``inputs`` and compare with ``model(inputs)``.
 
@@ -182,7 +176,7 @@ def check_onnx(model: nn.Module, path: Union[str, Path], inputs: torch.Tensor, *
     equal); raises ``RuntimeError`` if it exceeds ``atol``.
     """
     _check_model(model)
-    ort = _require("onnxruntime", "check_onnx")
+    ort = require("onnxruntime", "check_onnx", "export")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.as_tensor(inputs, dtype=torch.float32)
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})

@@ -12,16 +12,17 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Union
+from typing import Any
 
 from safetensors.torch import save_file
-from torch import nn
 
 from zoo.checkpoint import PACKAGE_FORMAT, is_zoo_package, peer_model_spec, read_config
 from zoo.factory import create_model
 from zoo.hub import CONFIG_FILE
+from zoo.models.base import Classifier, TokenModel, require_pretrained_cfg
 
 __version__ = "0.1.0"
 
@@ -34,9 +35,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def model_card(model: nn.Module) -> str:
+def model_card(model: TokenModel) -> str:
     """A Markdown card from the model's pretrained cfg: what it is, how to feed it, metrics."""
-    cfg = model.pretrained_cfg
+    cfg = require_pretrained_cfg(model, "a model card")
     labels = cfg.labels if isinstance(cfg.labels, str) or cfg.labels is None else ", ".join(cfg.labels)
     lines = [f"# {cfg.name}", "", cfg.description or "A zoo model.", "",
              "| field | value |", "| --- | --- |",
@@ -78,7 +79,7 @@ def _check_target(directory: Path) -> None:
                               "not make: choose a new or empty folder")
 
 
-def _read_json_or_none(path: Path) -> Optional[dict[str, Any]]:
+def _read_json_or_none(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -86,7 +87,7 @@ def _read_json_or_none(path: Path) -> Optional[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def package_writer(directory: Union[str, Path]) -> Iterator[Path]:
+def package_writer(directory: str | Path) -> Iterator[Path]:
     """A temporary folder to write a package into; when the block ends without error it
     replaces ``directory`` whole, by renames, so a reader never sees half a package and two
     writers to one folder never mix (the last one wins whole). On error nothing changes.
@@ -126,7 +127,7 @@ def _publish(staging: Path, directory: Path, attempts: int = 10) -> None:
         try:
             os.rename(staging, directory)
         except OSError:                               # another writer published in between
-            if moved:
+            if moved and old is not None:
                 try:
                     os.rename(old, directory)         # put it back if the place is still free
                 except OSError:
@@ -141,7 +142,7 @@ def _publish(staging: Path, directory: Path, attempts: int = 10) -> None:
                           "was replaced")
 
 
-def write_package(model: nn.Module, directory: Path, *, card: Optional[str] = None) -> None:
+def write_package(model: TokenModel, directory: Path, *, card: str | None = None) -> None:
     """The package files (weights, config, card) of ``model`` into an existing ``directory``."""
     cfg = getattr(model, "pretrained_cfg", None)
     if cfg is None:
@@ -155,7 +156,7 @@ def write_package(model: nn.Module, directory: Path, *, card: Optional[str] = No
     (directory / "README.md").write_text(card if card is not None else model_card(model))
 
 
-def save(model: nn.Module, directory: Union[str, Path], *, card: Optional[str] = None) -> Path:
+def save(model: TokenModel, directory: str | Path, *, card: str | None = None) -> Path:
     """Write ``model`` as a package (weights, config, card) into ``directory``, atomically
     (see :func:`package_writer`: a new or empty folder, or a zoo package it replaces whole)."""
     if getattr(model, "pretrained_cfg", None) is None:
@@ -165,7 +166,7 @@ def save(model: nn.Module, directory: Union[str, Path], *, card: Optional[str] =
     return Path(directory)
 
 
-def load(source: Union[str, Path], **kwargs: Any) -> nn.Module:
+def load(source: str | Path, **kwargs: Any) -> TokenModel:
     """Rebuild a model from a folder or ``hf-hub:org/repo``: a zoo package (:func:`save`), or
     a peer's own layout recognised from its ``config.json``: a timm hub folder
     (``architecture`` + ``model.safetensors``), or an HF ``save_pretrained`` folder of
@@ -180,6 +181,7 @@ def load(source: Union[str, Path], **kwargs: Any) -> nn.Module:
         return create_model(config["architecture"], pretrained=source, **kwargs)
     arch, args, labels = peer_model_spec(config, source)
     model = create_model(arch, pretrained=source, **{**args, **kwargs})
-    if labels is not None and len(labels) == model.num_classes:
+    if (isinstance(model, Classifier) and model.pretrained_cfg is not None
+            and labels is not None and len(labels) == model.num_classes):
         model.pretrained_cfg = replace(model.pretrained_cfg, labels=labels)
     return model

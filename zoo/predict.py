@@ -16,15 +16,23 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import torch
 from torch import nn
 
 from zoo.data.audio import AUDIO_SUFFIXES, load_audio
-from zoo.data.images import (ON_ERROR, eval_transform, load_image, preprocess_settings,
-                             resolve_labels)
+from zoo.data.images import (
+    ON_ERROR,
+    eval_transform,
+    load_image,
+    preprocess_settings,
+    resolve_labels,
+)
+from zoo.frontends.audio import AudioFrontEnd
+from zoo.models.base import Classifier, require_pretrained_cfg
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +43,7 @@ def _suffixes(model: nn.Module) -> tuple[str, ...]:
     return AUDIO_SUFFIXES if getattr(model, "modality", "") == "audio" else IMAGE_SUFFIXES
 
 
-def collect_inputs(inputs: Sequence[Union[str, Path]], model: nn.Module) -> list[Path]:
+def collect_inputs(inputs: Sequence[str | Path], model: nn.Module) -> list[Path]:
     """Files named directly, the model's kind of files under folders (recursively, sorted), and
     the ``path`` column of ``.csv`` files (relative paths are relative to the CSV)."""
     import pandas as pd
@@ -78,12 +86,13 @@ class FileReader:
     """Reads one file into the model's inputs: [(3, S, S) image], or the (S,) waveform of each
     window of an audio clip with the windows' (start, end) in samples."""
 
-    def __init__(self, model: nn.Module) -> None:
-        self.audio = getattr(model, "modality", "") == "audio"
-        if self.audio:
-            self.config = model.fbank_config
+    def __init__(self, model: Classifier) -> None:
+        front_end = model.front_end
+        self.audio = isinstance(front_end, AudioFrontEnd)
+        if isinstance(front_end, AudioFrontEnd):
+            self.config = front_end.fbank_config
         else:
-            preprocess = model.pretrained_cfg.preprocess
+            preprocess = require_pretrained_cfg(model, "reading images for a model").preprocess
             self.transform = eval_transform(preprocess["input_size"][-1],
                                             **preprocess_settings(preprocess))
 
@@ -98,17 +107,19 @@ class FileReader:
         return [wave[a:b] for a, b in windows], windows
 
 
-def batch_inputs(model: nn.Module, items: list[torch.Tensor], audio: bool) -> torch.Tensor:
+def batch_inputs(model: Classifier, items: list[torch.Tensor], audio: bool) -> torch.Tensor:
     """A batch of what :class:`FileReader` read: images stacked, or waveforms padded and turned
     into filterbanks (B, T, F), each clip's own frames."""
     if not audio:
         return torch.stack(items)
+    if not isinstance(model.front_end, AudioFrontEnd):
+        raise TypeError(f"{type(model).__name__} does not take audio")
     lengths = torch.tensor([w.numel() for w in items])
     waves = torch.nn.utils.rnn.pad_sequence(items, batch_first=True)
-    return model.filterbank(waves, lengths=lengths)   # (B, T, F), each clip's own frames
+    return model.front_end.filterbank(waves, lengths=lengths)   # (B, T, F): each clip's frames
 
 
-def predict_files(model: nn.Module, paths: Sequence[Path], *, batch_size: int = 32,
+def predict_files(model: Classifier, paths: Sequence[Path], *, batch_size: int = 32,
                   top_k: int = 5, on_error: str = "raise", progress: bool = True
                   ) -> list[dict[str, Any]]:
     """Top-``top_k`` labels of each file, in order: dicts with ``path``, ``label``,
@@ -127,7 +138,8 @@ def predict_files(model: nn.Module, paths: Sequence[Path], *, batch_size: int = 
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     model.eval()
-    labels = resolve_labels(model.pretrained_cfg.labels, model.num_classes)
+    cfg = require_pretrained_cfg(model, "predict_files")
+    labels = resolve_labels(cfg.labels, model.num_classes)
     read = FileReader(model)
     rate = read.config.sample_rate if read.audio else 1
     rows: list[dict[str, Any]] = []
@@ -168,7 +180,8 @@ def _best_windows(probs: torch.Tensor, owners: list[Path], spans: list[tuple[int
         index = [i for i, owner in enumerate(owners) if owner == path]
         best = max(index, key=lambda i: probs[i].max().item())
         top = probs[best].topk(min(top_k, probs.shape[-1]))
-        ranked = [(labels[j], p) for p, j in zip(top.values.tolist(), top.indices.tolist())]
+        ranked = [(labels[j], p)
+                  for p, j in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
         row = {"path": str(path), "label": ranked[0][0], "probability": ranked[0][1],
                "top_k": ranked, "error": None}
         if len(index) > 1:
@@ -178,8 +191,8 @@ def _best_windows(probs: torch.Tensor, owners: list[Path], spans: list[tuple[int
     return rows
 
 
-def write_predictions(rows: Sequence[dict[str, Any]], path: Union[str, Path],
-                      top_k: Optional[int] = None) -> Path:
+def write_predictions(rows: Sequence[dict[str, Any]], path: str | Path,
+                      top_k: int | None = None) -> Path:
     """One CSV row per file: path, label, probability, the top-k as ``label:p;...``, the
     window of a long audio clip (``start-end`` seconds, empty otherwise), error."""
     path = Path(path)

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
-
+from typing import Any
 
 MODALITIES = ("image", "audio", "series")
 
@@ -44,13 +44,13 @@ class PretrainedCfg:
     tag: str = ""
     modality: str = "image"
     num_classes: int = 1000
-    labels: Union[str, tuple[str, ...], None] = None
+    labels: str | tuple[str, ...] | None = None
     preprocess: Mapping[str, Any] = field(default_factory=dict)
-    file: Optional[str] = None
-    hf_hub_id: Optional[str] = None
-    url: Optional[str] = None
-    sha256: Optional[str] = None
-    license: Optional[str] = None
+    file: str | None = None
+    hf_hub_id: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+    license: str | None = None
     metrics: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
 
@@ -69,7 +69,7 @@ class PretrainedCfg:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PretrainedCfg":
+    def from_dict(cls, d: Mapping[str, Any]) -> PretrainedCfg:
         d = dict(d)
         if isinstance(d.get("labels"), list):
             d["labels"] = tuple(d["labels"])
@@ -124,9 +124,8 @@ def register_model(name: str, *, modality: str, builder: Callable[..., Any],
                             preprocess=dict(preprocess))
     cfgs = []
     for w in weights:
-        w = dict(w)
-        w["preprocess"] = {**default.preprocess, **w.get("preprocess", {})}
-        cfgs.append(replace(default, **w))
+        preprocess = {**default.preprocess, **w.get("preprocess", {})}
+        cfgs.append(replace(default, **{**w, "preprocess": preprocess}))
     tags = [c.tag for c in cfgs]
     if len(set(tags)) != len(tags) or "" in tags:
         raise ValueError(f"model {name!r}: pretrained tags must be unique and non-empty: {tags}")
@@ -166,7 +165,7 @@ def get_entry(name: str) -> tuple[ModelEntry, str]:
     return entry, tag
 
 
-def list_models(pattern: str = "*", *, modality: Optional[str] = None,
+def list_models(pattern: str = "*", *, modality: str | None = None,
                 pretrained: bool = False) -> list[str]:
     """Registered names matching a shell-style ``pattern``.
 

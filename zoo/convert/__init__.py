@@ -7,7 +7,8 @@ converts it. One pure converter per peer format lives in this package.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

@@ -9,7 +9,8 @@ query / key / value projections are concatenated into zoo's fused QKV.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

@@ -11,7 +11,8 @@ activations.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -60,13 +61,13 @@ def convert_hf_patchtst(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
             if rest in ("weight", "bias"):
                 out[f"front_end.proj.{rest}"] = value
             else:
-                index, kind = rest.split(".")
-                per_channel.setdefault(f"front_end.proj_{kind}", {})[int(index)] = value
+                channel, kind = rest.split(".")
+                per_channel.setdefault(f"front_end.proj_{kind}", {})[int(channel)] = value
         elif name.startswith("head.projection."):
             out[f"head.proj.{name.rsplit('.', 1)[1]}"] = value
         elif name.startswith("head.projections."):
-            index, kind = name[len("head.projections."):].split(".")
-            per_channel.setdefault(f"head.proj_{kind}", {})[int(index)] = value
+            channel, kind = name[len("head.projections."):].split(".")
+            per_channel.setdefault(f"head.proj_{kind}", {})[int(channel)] = value
         elif (match := _LAYER_KEY.match(name)) is not None:
             index, sub = int(match[1]), match[2]
             module, _, kind = sub.rpartition(".")

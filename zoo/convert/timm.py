@@ -14,7 +14,7 @@ by name, never dropped.
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -89,10 +89,13 @@ def _fuse_blocks(state: dict[str, torch.Tensor]) -> None:
         state[stem + "qkv.bias"] = torch.cat([q, torch.zeros_like(q), v])
     for key in [k for k in state if ".attn.q_proj." in k]:
         stem, kind = key.split(".attn.q_proj.")
-        parts = [state.pop(f"{stem}.attn.{p}_proj.{kind}", None) for p in "qkv"]
-        if kind == "bias":
-            parts[1] = torch.zeros_like(parts[0]) if parts[1] is None else parts[1]
-        state[f"{stem}.attn.qkv.{kind}"] = torch.cat(parts)
+        q_part = state.pop(key)
+        k_part, v_part = (state.pop(f"{stem}.attn.{p}_proj.{kind}", None) for p in "kv")
+        if k_part is None and kind == "bias":   # no key bias: zeros in the fused one
+            k_part = torch.zeros_like(q_part)
+        if k_part is None or v_part is None:
+            raise ValueError(f"{stem}.attn has q_proj.{kind} but lacks k_proj or v_proj")
+        state[f"{stem}.attn.qkv.{kind}"] = torch.cat([q_part, k_part, v_part])
     for key in [k for k in state if ".mlp.fc1_g." in k]:
         stem, kind = key.split(".mlp.fc1_g.")
         state[f"{stem}.mlp.fc1.{kind}"] = torch.cat([state.pop(key),
@@ -126,10 +129,10 @@ def convert_timm_vit(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
     state = dict(state_dict)
     _fuse_blocks(state)
     out = {}
-    for key, value in state.items():
-        match = _BLOCK_KEY.match(key)
-        if match is not None:
-            key = f"blocks.{match[1]}.{_rename_block_key(match[2])}"
+    for source_key, value in state.items():
+        match = _BLOCK_KEY.match(source_key)
+        key = (source_key if match is None
+               else f"blocks.{match[1]}.{_rename_block_key(match[2])}")
         for old, new in _PREFIXES:
             if key.startswith(old):
                 out[new + key[len(old):]] = value

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Literal, get_args
 
 from zoo.hub import zoo_home
 
+OnError = Literal["raise", "skip"]   # an unreadable file or value: stop naming it, or leave it out
+ON_ERROR = get_args(OnError)
 
-def data_root(configured: Optional[Union[str, Path]] = None) -> Path:
+
+def data_root(configured: str | Path | None = None) -> Path:
     """Where datasets live: the config's value, else ``$ZOO_DATA``, else ``~/.cache/zoo/data``."""
     if configured:
         return Path(configured).expanduser()

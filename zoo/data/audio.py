@@ -10,8 +10,8 @@ import re
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Optional, Sequence, Union
 
 import soundfile as sf
 import torch
@@ -40,7 +40,7 @@ def resample(waveform: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Ten
     return AF.resample(waveform, int(orig_rate), int(new_rate))
 
 
-def _declared_wav_frames(path: Path) -> Optional[int]:
+def _declared_wav_frames(path: Path) -> int | None:
     """The frames a WAV file's header declares (its data chunk's size), or None for other
     files; libsndfile reports the frames actually present, so a cut file looks whole to it."""
     with open(path, "rb") as f:
@@ -58,7 +58,7 @@ def _declared_wav_frames(path: Path) -> Optional[int]:
     return None
 
 
-def load_audio(path: Union[str, Path], *, sample_rate: Optional[int] = None,
+def load_audio(path: str | Path, *, sample_rate: int | None = None,
                channels: str = "mix") -> tuple[torch.Tensor, int]:
     """Decode an audio file to a mono float32 waveform (S,) in [-1, 1] and its rate in Hz.
 
@@ -105,7 +105,7 @@ def load_audio(path: Union[str, Path], *, sample_rate: Optional[int] = None,
     return waveform.contiguous(), int(rate)
 
 
-def load_clips(paths: Sequence[Union[str, Path]], *, sample_rate: int, channels: str = "mix",
+def load_clips(paths: Sequence[str | Path], *, sample_rate: int, channels: str = "mix",
                on_error: str = "raise") -> tuple[list[torch.Tensor], list[int]]:
     """Decode ``paths`` at ``sample_rate``: (waveforms (S_i,), indices into ``paths`` that loaded).
 
@@ -144,12 +144,12 @@ FSDD_URL = f"https://github.com/Jakobovski/free-spoken-digit-dataset/archive/{FS
 FSDD_RECORDINGS_SHA256 = "dbd573d7cafe79c4b49f65718115e1304e24e067fa39eff18a660dc6cb9c360f"
 # take-index ranges [lo, hi) per split: the standard protocol tests on takes 0-4 and trains on
 # the rest; "fit" and "val" split the training takes ("train" = "fit" + "val").
-FSDD_SPLITS: dict[str, tuple[int, Optional[int]]] = {
+FSDD_SPLITS: dict[str, tuple[int, int | None]] = {
     "train": (5, None), "test": (0, 5), "fit": (10, None), "val": (5, 10)}
 _FSDD_NAME = re.compile(r"(\d)_([^_]+)_(\d+)\.wav")
 
 
-def fsdd_root(configured: Optional[Union[str, Path]] = None, *, strict: bool = True) -> Path:
+def fsdd_root(configured: str | Path | None = None, *, strict: bool = True) -> Path:
     """The FSDD folder (holding ``recordings/``): ``data_root(configured)/fsdd``, or the data
     root itself when it holds ``recordings/``. ``strict`` requires all 3,000 recordings."""
     base = data_root(configured)
@@ -170,7 +170,7 @@ def fsdd_root(configured: Optional[Union[str, Path]] = None, *, strict: bool = T
     return root
 
 
-def fsdd_items(root: Union[str, Path], split: str) -> list[Item]:
+def fsdd_items(root: str | Path, split: str) -> list[Item]:
     """(path, digit) pairs of one FSDD split, sorted by (digit, speaker, take).
 
     Splits by take index: "test" 0-4 (300 clips), "train" 5-49 (2,700) = "val" 5-9 (300)
@@ -193,7 +193,7 @@ def fsdd_items(root: Union[str, Path], split: str) -> list[Item]:
     return [(path, key[0]) for key, path in sorted(keyed)]
 
 
-def fsdd_content_digest(recordings_dir: Union[str, Path]) -> str:
+def fsdd_content_digest(recordings_dir: str | Path) -> str:
     """sha256 over the sorted lines ``"{name} {sha256(bytes)}\\n"`` of the ``*.wav`` files."""
     recordings_dir = Path(recordings_dir)
     if not recordings_dir.is_dir():
@@ -236,7 +236,7 @@ def _extract_fsdd(archive: Path, dest: Path) -> None:
                     shutil.copyfileobj(src, out)
 
 
-def download_fsdd(root: Union[str, Path]) -> Path:
+def download_fsdd(root: str | Path) -> Path:
     """Fetch FSDD (commit 26eb9aa) into ``root/recordings`` once and return ``root``.
 
     The zip goes through :func:`zoo.hub.download` (cached, honours ``ZOO_OFFLINE``); it is
@@ -295,8 +295,8 @@ def _scan_audio_folder(root: Path) -> tuple[list[str], list[Item]]:
     return classes, items
 
 
-def audio_folder_items(root: Union[str, Path], *, val_fraction: float = 0.2, seed: int = 0
-                       ) -> tuple[list[Item], list[Item], Optional[list[Item]], list[str]]:
+def audio_folder_items(root: str | Path, *, val_fraction: float = 0.2, seed: int = 0
+                       ) -> tuple[list[Item], list[Item], list[Item] | None, list[str]]:
     """(train, val, test or None, class names) of (path, class index) from an AudioFolder tree.
 
     With ``root/train`` and ``root/val`` (optionally ``root/test``) those are used as given;

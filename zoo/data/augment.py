@@ -7,13 +7,12 @@ no Python loop over examples.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 
 
 def _band_mask(batch: int, size: int, max_width: int, count: int,
-               generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
+               generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     """(B, size) bool: ``count`` bands per row, each of width U{0..max_width} at a random start."""
     mask = torch.zeros(batch, size, dtype=torch.bool, device=device)
     if max_width <= 0 or count <= 0:
@@ -29,7 +28,7 @@ def _band_mask(batch: int, size: int, max_width: int, count: int,
 
 def spec_augment(fbank: torch.Tensor, *, freq_mask: int = 0, time_mask: int = 0,
                  num_freq_masks: int = 1, num_time_masks: int = 1, value: float = 0.0,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """SpecAugment masking (Park et al., 2019) of filterbanks (B, T, F).
 
     Each example gets ``num_freq_masks`` bands of up to ``freq_mask`` bins and
@@ -46,7 +45,7 @@ def spec_augment(fbank: torch.Tensor, *, freq_mask: int = 0, time_mask: int = 0,
 
 
 def random_time_shift(fbank: torch.Tensor, valid_frames: torch.Tensor,
-                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                      generator: torch.Generator | None = None) -> torch.Tensor:
     """Move each clip's valid frames (B, T, F) to a random start in [0, T - valid].
 
     Clips are left-aligned with padding after them (as :class:`~zoo.frontends.audio.Filterbank`
@@ -61,7 +60,7 @@ def random_time_shift(fbank: torch.Tensor, valid_frames: torch.Tensor,
 
 
 def random_time_stretch(fbank: torch.Tensor, valid_frames: torch.Tensor, *, max_stretch: float,
-                        pad_value: float, generator: Optional[torch.Generator] = None
+                        pad_value: float, generator: torch.Generator | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Play each clip's valid frames (B, T, F) faster or slower by a factor drawn log-uniformly
     in [1 / max_stretch, max_stretch] (linear interpolation along time; pitch is unchanged).
@@ -87,7 +86,7 @@ def random_time_stretch(fbank: torch.Tensor, valid_frames: torch.Tensor, *, max_
 
 
 def random_gain(fbank: torch.Tensor, valid_frames: torch.Tensor, *, max_db: float, std: float,
-                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                generator: torch.Generator | None = None) -> torch.Tensor:
     """Scale each clip's loudness by U(-max_db, max_db) dB: a constant added to its valid frames
     of a normalised log-mel (B, T, F) (``std``: the normalisation's std; padding is kept)."""
     batch, frames, _ = fbank.shape

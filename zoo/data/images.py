@@ -7,8 +7,9 @@ import copy
 import logging
 import math
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -17,11 +18,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset, Subset
 from torchvision.transforms import InterpolationMode, v2
 
+from zoo.data import ON_ERROR
+
+if TYPE_CHECKING:
+    from torchvision.datasets import ImageFolder
+
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
-ON_ERROR = ("raise", "skip")
 
 DIGITS_LABELS = tuple(str(i) for i in range(10))
 DIGITS_SPLIT_SEED = 0
@@ -52,7 +57,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def load_image(path: Union[str, Path]) -> Image.Image:
+def load_image(path: str | Path) -> Image.Image:
     """Read an image file whole into 8-bit RGB, upright (EXIF orientation applied).
 
     16-bit, palette, grayscale-with-alpha and CMYK files are converted as :func:`_to_rgb`
@@ -220,7 +225,7 @@ def _check_image_folder(root: Path) -> None:
         )
 
 
-def _readable_folder(folder: Path, transform: Callable, on_error: str) -> Dataset:
+def _readable_folder(folder: Path, transform: Callable, on_error: str) -> ImageFolder:
     """An ImageFolder that reads with :func:`load_image`. Every file is decoded once up front,
     so a bad one is named before training starts: ``on_error="raise"`` stops there,
     ``"skip"`` leaves it out with a warning (the count is logged)."""
@@ -236,7 +241,7 @@ def _readable_folder(folder: Path, transform: Callable, on_error: str) -> Datase
             good.append(sample)
         except ImageDecodeError as err:
             if on_error == "raise":
-                raise ImageDecodeError(f"{err} (data.on_error=skip leaves such files out)") from err
+                raise ImageDecodeError(f"{err} (on_error='skip' leaves such files out)") from err
             logger.warning("skipped: %s", err)
             bad.append(sample[0])
     if bad:
@@ -248,9 +253,9 @@ def _readable_folder(folder: Path, transform: Callable, on_error: str) -> Datase
     return dataset
 
 
-def image_folder_splits(root: Union[str, Path], *, train_tf: Callable, eval_tf: Callable,
+def image_folder_splits(root: str | Path, *, train_tf: Callable, eval_tf: Callable,
                         val_fraction: float = 0.2, seed: int = 0, on_error: str = "raise"
-                        ) -> tuple[Dataset, Dataset, Optional[Dataset], list[str]]:
+                        ) -> tuple[Dataset, Dataset, Dataset | None, list[str]]:
     """(train, val, test or None, class names) from an ImageFolder tree.
 
     With ``root/train`` and ``root/val`` (optionally ``root/test``) those are used as given;
@@ -291,7 +296,7 @@ def imagenet_labels() -> list[str]:
     return list(ViT_B_16_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def resolve_labels(labels: Union[str, Sequence[str], None], num_classes: int) -> list[str]:
+def resolve_labels(labels: str | Sequence[str] | None, num_classes: int) -> list[str]:
     """Class names for a cfg's ``labels`` (a tuple, ``"imagenet-1k"`` or None -> indices)."""
     if labels == "imagenet-1k":
         names = imagenet_labels()

@@ -12,13 +12,14 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 import torch
 
 from zoo import hub
-from zoo.data import data_root
+from zoo.data import OnError, data_root
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,8 @@ class StandardScaler:
         if not values.is_floating_point():
             raise TypeError(f"scaler expects floating-point values, got {values.dtype}")
         if values.ndim == 0 or values.shape[-1] != self.mean.shape[0]:
-            raise ValueError(f"scaler fitted on {self.mean.shape[0]} channels, got values of shape {tuple(values.shape)}")
+            raise ValueError(f"scaler fitted on {self.mean.shape[0]} channels, got values of shape "
+                             f"{tuple(values.shape)}")
 
     def transform(self, values: torch.Tensor) -> torch.Tensor:
         """(..., C) -> (..., C) standardized, in the dtype of ``values``."""
@@ -224,10 +226,14 @@ def _regularize(frame: pd.DataFrame, freq: str | None, irregular: str, where: st
     return frame.reindex(grid)
 
 
+Missing = Literal["error", "interpolate"]      # NaN / empty cells
+Irregular = Literal["error", "reindex"]        # gaps in the time grid
+
+
 def read_series(source: str | Path | pd.DataFrame, *, time_column: str | None = "date",
                 target_columns: Sequence[str] | None = None, freq: str | None = None,
-                irregular: str = "error", missing: str = "error",
-                on_error: str = "raise") -> pd.DataFrame:
+                irregular: Irregular = "error", missing: Missing = "error",
+                on_error: OnError = "raise") -> pd.DataFrame:
     """A CSV file or DataFrame -> a (T, C) float64 DataFrame of the target columns, indexed by
     its sorted timestamps (a RangeIndex, rows in order, when ``time_column`` is None).
 
@@ -238,12 +244,11 @@ def read_series(source: str | Path | pd.DataFrame, *, time_column: str | None = 
     naming column and line, or with ``on_error="skip"`` a missing value (then ``missing``
     decides). A DataFrame indexed by timestamps may omit the time column.
     """
-    if irregular not in ("error", "reindex"):
-        raise ValueError(f"irregular must be 'error' or 'reindex', got {irregular!r}")
-    if missing not in ("error", "interpolate"):
-        raise ValueError(f"missing must be 'error' or 'interpolate', got {missing!r}")
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    for name, value, choices in (("irregular", irregular, Irregular), ("missing", missing, Missing),
+                                 ("on_error", on_error, OnError)):
+        if value not in get_args(choices):
+            raise ValueError(f"{name} must be " + " or ".join(map(repr, get_args(choices)))
+                             + f", got {value!r}")
     if isinstance(source, pd.DataFrame):
         where, row = "DataFrame", (lambda i: f"row {i}")
         frame = source.copy()
@@ -322,7 +327,8 @@ def chronological_split(frame: pd.DataFrame, lookback: int, *,
         raise ValueError("pass both val_start and test_start, or neither")
     if val_start is not None:
         if not isinstance(frame.index, pd.DatetimeIndex):
-            raise SeriesDataError("splitting by dates needs a frame indexed by timestamps (read_series with a time_column)")
+            raise SeriesDataError("splitting by dates needs a frame indexed by timestamps "
+                                  "(read_series with a time_column)")
         first, last = frame.index[0], frame.index[-1]
         starts = {k: pd.Timestamp(v) for k, v in (("val_start", val_start), ("test_start", test_start))}
         if frame.index.tz is not None:  # naive dates are read in the series' time zone

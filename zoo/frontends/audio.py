@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any, Optional, Union
+from typing import Any, overload
 
 import torch
 import torch.nn.functional as F
@@ -80,7 +80,11 @@ class FbankConfig:
     def n_fft(self) -> int:
         return 1 << (self.frame_length - 1).bit_length()
 
-    def num_frames(self, num_samples: Union[int, torch.Tensor]) -> Union[int, torch.Tensor]:
+    @overload
+    def num_frames(self, num_samples: int) -> int: ...
+    @overload
+    def num_frames(self, num_samples: torch.Tensor) -> torch.Tensor: ...
+    def num_frames(self, num_samples: int | torch.Tensor) -> int | torch.Tensor:
         """Frames Kaldi makes from ``num_samples`` (an int, or a tensor of clip lengths);
         ``snip_edges``: whole frames only."""
         frames = (num_samples - self.frame_length) // self.frame_shift + 1
@@ -150,7 +154,7 @@ class Filterbank(nn.Module):
         values in them)."""
         self.window, self.mel_banks = _window(self.config), kaldi_mel_banks(self.config)
 
-    def log_mel(self, waveform: torch.Tensor, lengths: Optional[torch.Tensor] = None
+    def log_mel(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S) -> un-normalised log-mel (B, T_all, F) and valid frames per clip (B,)."""
         c = self.config
@@ -197,8 +201,8 @@ class Filterbank(nn.Module):
         log_mel = (power @ self.mel_banks).clamp_min_(_LOG_FLOOR).log_()   # (B, T, F)
         return log_mel, c.num_frames(lengths)
 
-    def forward(self, waveform: torch.Tensor, *, sample_rate: Optional[int] = None,
-                lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, waveform: torch.Tensor, *, sample_rate: int | None = None,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, S) -> (B, target_frames, num_mel_bins); resamples if ``sample_rate`` differs."""
         c = self.config
         if waveform.ndim != 2:
@@ -251,6 +255,8 @@ class AudioFrontEnd(FrontEnd):
     filterbank of another length resamples them on the fly.
     """
 
+    grid_size: tuple[int, int]
+
     def __init__(self, *, fbank: FbankConfig, patch_size: int = 16, fstride: int = 10,
                  tstride: int = 10, embed_dim: int = 768, num_prefix_tokens: int = 2,
                  pos_drop: float = 0.0) -> None:
@@ -287,7 +293,7 @@ class AudioFrontEnd(FrontEnd):
         return resample_pos_embed(self.pos_embed, grid, self.grid_size,
                                   num_prefix_tokens=self.num_prefix_tokens)
 
-    def features(self, x: torch.Tensor, sample_rate: Optional[int] = None) -> torch.Tensor:
+    def features(self, x: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         """The normalised filterbank (B, T, F) for a waveform (B, S), or ``x`` if already one.
 
         The model sees ``target_frames`` frames: outside training, a longer waveform is cut with
@@ -320,7 +326,7 @@ class AudioFrontEnd(FrontEnd):
         p = self.patch_size
         return PatchAxis(2, 0, self.fstride, p, bins, f), PatchAxis(1, 0, self.tstride, p, frames, t)
 
-    def forward(self, x: torch.Tensor, sample_rate: Optional[int] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         fbank = self.features(x, sample_rate)                               # (B, T, F)
         grid = self._grid_for(fbank.shape[1])
         tokens = self.proj(fbank.unsqueeze(1).transpose(2, 3))             # (B, D, f, t)

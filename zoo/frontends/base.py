@@ -23,7 +23,8 @@ class PatchAxis(NamedTuple):
     stride: int
     size: int
     length: int
-    count: int
+    # shadows tuple.count(value), which a patch axis has no use for
+    count: int  # type: ignore[assignment]
 
 
 class FrontEnd(nn.Module):

@@ -13,16 +13,14 @@ trained at 224 runs at 384 without retraining.
 
 from __future__ import annotations
 
-from typing import Optional, Union
-
 import torch
 from torch import nn
 
 from zoo.frontends.base import FrontEnd, PatchAxis
 from zoo.layers.drop import Dropout
-from zoo.layers.pos_embed import Rope, resample_pos_embed
+from zoo.layers.pos_embed import AxialRotary2d, MixedRotary2d, Rope, resample_pos_embed
 
-Size = Union[int, tuple[int, int]]
+Size = int | tuple[int, int]
 POS_EMBEDS = ("learned", "none")
 
 
@@ -34,11 +32,12 @@ class ImageFrontEnd(FrontEnd):
     """(B, C, H, W) -> (B, num_prefix_tokens + H/P * W/P, D)."""
 
     no_weight_decay_names = ("pos_embed", "cls_token", "reg_token", "rope.freqs")
+    grid_size: tuple[int, int]
 
     def __init__(self, *, img_size: Size = 224, patch_size: Size = 16, in_chans: int = 3,
                  embed_dim: int = 768, class_token: bool = True, reg_tokens: int = 0,
                  pos_embed: str = "learned", no_embed_class: bool = False,
-                 patch_bias: bool = True, rope: Optional[nn.Module] = None,
+                 patch_bias: bool = True, rope: AxialRotary2d | MixedRotary2d | None = None,
                  pos_drop: float = 0.0) -> None:
         super().__init__()
         if pos_embed not in POS_EMBEDS:
@@ -86,6 +85,8 @@ class ImageFrontEnd(FrontEnd):
 
     def position_table(self, grid: tuple[int, int]) -> torch.Tensor:
         """The learned (1, rows, D) position table resampled to a ``grid`` of patches."""
+        if self.pos_embed is None:
+            raise ValueError("this front end has no learned position table (pos_embed='none')")
         return resample_pos_embed(self.pos_embed, grid, self.grid_size,
                                   num_prefix_tokens=self._table_prefix)
 
@@ -132,7 +133,7 @@ class ImageFrontEnd(FrontEnd):
         if table is None or self.pos_embed is None or table.shape == self.pos_embed.shape:
             return
         old_tokens = table.shape[1] - self._table_prefix
-        side = int(round(max(old_tokens, 0) ** 0.5))
+        side = round(max(old_tokens, 0) ** 0.5)
         if side * side != old_tokens:
             # Not a square grid given this model's prefix tokens: a non-square img_size, or a
             # checkpoint built with another class_token setting. Leave the table as it is; the

@@ -14,7 +14,6 @@ forecast silently.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from torch import nn
@@ -70,7 +69,7 @@ class InstanceScaler(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_channels)) if affine else None
         self.bias = nn.Parameter(torch.zeros(num_channels)) if affine else None
 
-    def forward(self, x: torch.Tensor, observed: Optional[torch.Tensor] = None
+    def forward(self, x: torch.Tensor, observed: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, Stats]:
         """x (B, L, C), observed (B, L, C) bool or None -> (scaled x, (loc, scale))."""
         if self.scaling == "none":
@@ -87,7 +86,7 @@ class InstanceScaler(nn.Module):
             scale = torch.sqrt(var + self.eps)
             loc = self._last_observed(x, obs) if self.subtract_last else mean
         z = (x - loc) / scale
-        if self.weight is not None:
+        if self.weight is not None and self.bias is not None:   # affine: both or neither
             z = z * self.weight + self.bias
         return z, (loc, scale)
 
@@ -101,7 +100,7 @@ class InstanceScaler(nn.Module):
     def inverse(self, y: torch.Tensor, stats: Stats) -> torch.Tensor:
         """Scaled forecasts (B, H, C) -> the input's scale."""
         loc, scale = stats
-        if self.weight is not None:
+        if self.weight is not None and self.bias is not None:
             y = (y - self.bias) / (self.weight + self.eps * self.eps)
         return y * scale + loc
 
@@ -149,7 +148,7 @@ class SeriesFrontEnd(FrontEnd):
             self.pos_embed = nn.Parameter(torch.empty(self.num_patches, embed_dim).uniform_(-0.02, 0.02))
         self.pos_drop = Dropout(pos_drop)
 
-    def check_input(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+    def check_input(self, x: torch.Tensor) -> torch.Tensor | None:
         """Validate (B, L, C); returns the observed mask when NaN are present and allowed."""
         if x.ndim != 3:
             raise ValueError(f"expected a series batch (B, L, C), got shape {tuple(x.shape)}")

@@ -6,16 +6,28 @@ rotary (:mod:`~zoo.layers.pos_embed`), dropout, stochastic depth and layer scale
 (:mod:`~zoo.layers.drop`). Nothing here knows a modality or a model.
 """
 
-from zoo.layers.attention import (Attention, AttentionPool, local_attention,
-                                  local_attention_mask, record_attention)
+from zoo.layers.attention import (
+    Attention,
+    AttentionPool,
+    local_attention,
+    local_attention_mask,
+    record_attention,
+)
 from zoo.layers.drop import Dropout, DropPath, LayerScale
 from zoo.layers.mlp import ACTIVATIONS, MLPS, GatedMlp, Mlp, make_mlp
 from zoo.layers.norm import NORMS, TokenBatchNorm, make_norm
-from zoo.layers.pos_embed import (AxialRotary2d, MixedRotary2d, Rotary1d, RotaryTable,
-                                  apply_rotary, resample_pos_embed, sincos_table)
+from zoo.layers.pos_embed import (
+    AxialRotary2d,
+    MixedRotary2d,
+    Rotary1d,
+    RotaryTable,
+    apply_rotary,
+    resample_pos_embed,
+    sincos_table,
+)
 
-__all__ = ["ACTIVATIONS", "Attention", "AttentionPool", "AxialRotary2d", "DropPath", "Dropout",
-           "GatedMlp", "LayerScale", "MLPS", "MixedRotary2d", "Mlp", "NORMS", "Rotary1d",
+__all__ = ["ACTIVATIONS", "MLPS", "NORMS", "Attention", "AttentionPool", "AxialRotary2d",
+           "DropPath", "Dropout", "GatedMlp", "LayerScale", "MixedRotary2d", "Mlp", "Rotary1d",
            "RotaryTable", "TokenBatchNorm", "apply_rotary", "local_attention",
            "local_attention_mask", "make_mlp", "make_norm", "record_attention",
            "resample_pos_embed", "sincos_table"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ from zoo.layers.pos_embed import RotaryTable, apply_rotary
 QK = tuple[torch.Tensor, torch.Tensor]   # queries and keys (B, H, N, m * hd) of m blocks
 
 
-def local_attention_mask(num_tokens: int, window: int, device: Optional[torch.device] = None
+def local_attention_mask(num_tokens: int, window: int, device: torch.device | None = None
                          ) -> torch.Tensor:
     """(N, N) bool, True = attend: token i sees the tokens of its own block of ``window``
     tokens and of the block before (the pattern :func:`local_attention` computes)."""
@@ -37,7 +37,7 @@ def local_attention_mask(num_tokens: int, window: int, device: Optional[torch.de
 
 
 def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, window: int,
-                    dropout_p: float = 0.0, scale: Optional[float] = None) -> torch.Tensor:
+                    dropout_p: float = 0.0, scale: float | None = None) -> torch.Tensor:
     """Block-local attention: q, k (B, H, N, dk), v (B, H, N, dv) -> (B, H, N, dv).
 
     The sequence is cut into blocks of ``window`` tokens (the last one padded); each block's
@@ -67,7 +67,7 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, window
 
 
 def _softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                       mask: Optional[torch.Tensor], scale: float, dropout_p: float
+                       mask: torch.Tensor | None, scale: float, dropout_p: float
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """The explicit path: (output (B, H, N, dv), weights (B, H, N, N))."""
     scores = (q * scale) @ k.transpose(-2, -1)
@@ -92,10 +92,10 @@ class Attention(nn.Module):
     residual attention runs in SDPA too (no (N, N) scores kept for backward).
     """
 
-    def __init__(self, dim: int, *, num_heads: int, head_dim: Optional[int] = None,
-                 qkv_bias: bool = True, proj_bias: bool = True, qk_norm: Optional[str] = None,
+    def __init__(self, dim: int, *, num_heads: int, head_dim: int | None = None,
+                 qkv_bias: bool = True, proj_bias: bool = True, qk_norm: str | None = None,
                  norm_eps: float = 1e-6, attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 causal: bool = False, window: Optional[int] = None, query_scale: bool = False,
+                 causal: bool = False, window: int | None = None, query_scale: bool = False,
                  residual: bool = False) -> None:
         super().__init__()
         if head_dim is None:
@@ -111,7 +111,7 @@ class Attention(nn.Module):
         self.scale = head_dim ** -0.5
         self.causal, self.window, self.residual = causal, window, residual
         self.fused = True
-        self.recorder: Optional[list[torch.Tensor]] = None   # set by record_attention
+        self.recorder: list[torch.Tensor] | None = None   # set by record_attention
         inner = num_heads * head_dim
         self.qkv = nn.Linear(dim, 3 * inner, bias=qkv_bias)
         self.q_norm = make_norm(qk_norm, head_dim, norm_eps) if qk_norm else nn.Identity()
@@ -121,8 +121,8 @@ class Attention(nn.Module):
         self.proj = nn.Linear(inner, dim, bias=proj_bias)
         self.proj_drop = Dropout(proj_drop)
 
-    def _mask(self, mask: Optional[torch.Tensor], n: int, device: torch.device
-              ) -> Optional[torch.Tensor]:
+    def _mask(self, mask: torch.Tensor | None, n: int, device: torch.device
+              ) -> torch.Tensor | None:
         """The (N, N) bool pattern (causal, window) combined with a caller's mask."""
         pattern = None
         if self.causal:
@@ -134,9 +134,9 @@ class Attention(nn.Module):
         return mask & pattern if mask.dtype == torch.bool else \
             mask.masked_fill(~pattern, float("-inf"))
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                rope: Optional[RotaryTable] = None, prev_qk: Optional[QK] = None
-                ) -> tuple[torch.Tensor, Optional[QK]]:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                rope: RotaryTable | None = None, prev_qk: QK | None = None
+                ) -> tuple[torch.Tensor, QK | None]:
         """x (B, N, D); mask: bool (B or 1, 1 or H, N, N), True = attend, or additive float;
         rope: the tokens' rotary table; prev_qk: earlier blocks' queries and keys (residual).
 
@@ -167,7 +167,7 @@ class Attention(nn.Module):
         return self.proj_drop(self.proj(x)), ((q, k) if self.residual else None)
 
     def _fused(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               mask: Optional[torch.Tensor], dropout_p: float) -> torch.Tensor:
+               mask: torch.Tensor | None, dropout_p: float) -> torch.Tensor:
         # SDPA's fused kernels need one head size for q, k and v: under residual attention
         # v is padded with zeros (the extra output columns are zero, and dropped); that
         # beats SDPA's unfused fallback in time and memory (no (N, N) scores are kept)

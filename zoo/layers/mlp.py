@@ -9,7 +9,7 @@ width 2 * hidden, gate first. Checkpoints with the two projections stored apart 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

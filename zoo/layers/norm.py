@@ -16,7 +16,7 @@ class TokenBatchNorm(nn.BatchNorm1d):
         return super().forward(x.reshape(-1, x.shape[-1])).view_as(x)
 
 
-def make_norm(kind: str, dim: int, eps: float) -> nn.Module:
+def make_norm(kind: str, dim: int, eps: float) -> nn.LayerNorm | nn.RMSNorm | TokenBatchNorm:
     """A norm over the last dimension: ``layernorm``, ``rmsnorm`` (``x / rms(x) * w``, no
     centring, no bias) or ``batchnorm`` (statistics over every other dimension)."""
     if kind == "layernorm":

@@ -13,7 +13,8 @@ register) take angle 0 (sin 0, cos 1): they are not rotated.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -75,7 +76,7 @@ class RotaryTable(NamedTuple):
 
 # what a front end hands the encoder: no rotary positions, one table for every block, or a
 # list of one table per block (learned per-block frequencies)
-Rope = Union[None, RotaryTable, list[RotaryTable]]
+Rope = RotaryTable | list[RotaryTable] | None
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -124,7 +125,7 @@ class Rotary1d(nn.Module):
         self.head_dim, self.theta, self.layout = head_dim, theta, layout
 
     def table(self, num_tokens: int, *, num_prefix_tokens: int = 0,
-              device: Optional[torch.device] = None) -> RotaryTable:
+              device: torch.device | None = None) -> RotaryTable:
         bands = inverse_frequencies(self.head_dim // 2, self.theta).to(device)
         steps = torch.arange(num_tokens, dtype=torch.float32, device=device)
         return rotary_table(steps[:, None] * bands, layout=self.layout,
@@ -135,8 +136,8 @@ class Rotary1d(nn.Module):
 
 
 def grid_coordinates(grid: Sequence[int], *, coords: str = "index", offset: float = 0.0,
-                     reference: Optional[Sequence[int]] = None, axes: str = "ij",
-                     device: Optional[torch.device] = None) -> torch.Tensor:
+                     reference: Sequence[int] | None = None, axes: str = "ij",
+                     device: torch.device | None = None) -> torch.Tensor:
     """(gh * gw, 2) coordinates of a patch grid, rows in raster order (row by row).
 
     ``coords="index"``: patch indices (+ ``offset``), rescaled to a ``reference`` grid when
@@ -151,7 +152,7 @@ def grid_coordinates(grid: Sequence[int], *, coords: str = "index", offset: floa
     if coords == "index":
         per_axis = [torch.arange(s, device=device, dtype=torch.float32) + offset for s in sizes]
         if ref is not None:
-            per_axis = [t / s * r for t, s, r in zip(per_axis, sizes, ref)]
+            per_axis = [t / s * r for t, s, r in zip(per_axis, sizes, ref, strict=True)]
     else:
         per_axis = [(torch.arange(0.5, s, device=device, dtype=torch.float32) + offset) / s
                     for s in sizes]
@@ -172,7 +173,7 @@ class AxialRotary2d(nn.Module):
     """
 
     def __init__(self, head_dim: int, *, temperature: float = 10000.0, coords: str = "index",
-                 offset: float = 0.0, reference: Optional[Sequence[int]] = None,
+                 offset: float = 0.0, reference: Sequence[int] | None = None,
                  axes: str = "ij", layout: str = "interleaved") -> None:
         super().__init__()
         if head_dim % 4:
@@ -185,7 +186,7 @@ class AxialRotary2d(nn.Module):
         self.reference = tuple(reference) if reference is not None else None
 
     def table(self, grid: Sequence[int], *, num_prefix_tokens: int = 0,
-              device: Optional[torch.device] = None) -> RotaryTable:
+              device: torch.device | None = None) -> RotaryTable:
         points = grid_coordinates(grid, coords=self.coords, offset=self.offset,
                                   reference=self.reference, axes=self.axes, device=device)
         num_bands = self.head_dim // 4
@@ -224,10 +225,11 @@ class MixedRotary2d(nn.Module):
         self.freqs = nn.Parameter(torch.stack([fx, fy]))   # (2, depth, heads, head_dim / 2)
 
     def table(self, grid: Sequence[int], *, num_prefix_tokens: int = 0,
-              device: Optional[torch.device] = None) -> list[RotaryTable]:
+              device: torch.device | None = None) -> list[RotaryTable]:
         points = grid_coordinates(grid, axes=self.axes, device=device)              # (N, 2)
         freqs = self.freqs.float()
         angles = (points[:, 0, None] * freqs[0][..., None, :]
                   + points[:, 1, None] * freqs[1][..., None, :])       # (depth, heads, N, hd/2)
         table = rotary_table(angles, layout="interleaved", num_prefix_tokens=num_prefix_tokens)
-        return [RotaryTable(s, c, table.interleaved) for s, c in zip(table.sin, table.cos)]
+        return [RotaryTable(s, c, table.interleaved)
+                for s, c in zip(table.sin, table.cos, strict=True)]

@@ -10,7 +10,8 @@ HF ``ASTForAudioClassification`` checkpoints load unchanged (see ``zoo.convert.h
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -32,6 +33,8 @@ class AudioSpectrogramTransformer(Classifier):
     ends in a LayerNorm and the head applies another one before its linear layer.
     """
 
+    front_end: AudioFrontEnd
+
     modality = "audio"
 
     def __init__(self, *, sample_rate: int = 16000, num_mel_bins: int = 128,
@@ -43,7 +46,7 @@ class AudioSpectrogramTransformer(Classifier):
                  global_pool: str = "prefix_avg", norm_eps: float = 1e-12, drop_rate: float = 0.0,
                  pos_drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 attn_window: Optional[int] = None) -> None:
+                 attn_window: int | None = None) -> None:
         args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         fbank = FbankConfig(sample_rate=sample_rate, num_mel_bins=num_mel_bins,
                             target_frames=target_frames, mean=mean, std=std,
@@ -64,19 +67,19 @@ class AudioSpectrogramTransformer(Classifier):
     def fbank_config(self) -> FbankConfig:
         return self.front_end.fbank_config
 
-    def filterbank(self, waveform: torch.Tensor, sample_rate: Optional[int] = None,
-                   lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def filterbank(self, waveform: torch.Tensor, sample_rate: int | None = None,
+                   lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The model's input features: waveforms (B, S) -> normalised filterbanks (B, T, F)."""
         return self.front_end.filterbank(waveform, sample_rate=sample_rate, lengths=lengths)
 
-    def forward_features(self, x: torch.Tensor, sample_rate: Optional[int] = None) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         """Waveform (B, S) or filterbank (B, T, F) -> encoder tokens (B, prefix + f*t, D).
 
         A waveform recorded at another ``sample_rate`` (Hz) is resampled to the model's.
         """
         return self.encoder(self.front_end(x, sample_rate))
 
-    def forward(self, x: torch.Tensor, sample_rate: Optional[int] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         return self.forward_head(self.forward_features(x, sample_rate))
 
     def input_spec(self) -> dict[str, Any]:
@@ -111,7 +114,7 @@ class AudioSpectrogramTransformer(Classifier):
                 adapted["front_end.dist_token"] = cls.clone()
         table = state_dict.get("front_end.pos_embed")
         if table is not None:
-            side = int(round((table.shape[1] - image_prefix) ** 0.5))
+            side = round((table.shape[1] - image_prefix) ** 0.5)
             grid = resample_pos_embed(table[:, image_prefix:], fe.grid_size, (side, side))
             prefix = table[:, :image_prefix].expand(-1, fe.num_prefix_tokens, -1) if image_prefix \
                 else fe.pos_embed[:, :fe.num_prefix_tokens].detach()

@@ -9,7 +9,7 @@ maps). Two task contracts build on it: :class:`Classifier` (logits, ``num_classe
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,7 +17,10 @@ from torch import nn
 from zoo.checkpoint import load_state_dict
 from zoo.encoder import Encoder
 from zoo.frontends.base import FrontEnd
+from zoo.frontends.series import SeriesFrontEnd
+from zoo.heads import ClassifierHead, ForecastHead
 from zoo.layers.attention import record_attention
+from zoo.registry import PretrainedCfg
 
 
 class TokenModel(nn.Module):
@@ -37,7 +40,7 @@ class TokenModel(nn.Module):
         self.encoder = encoder
         self.head = head
         self.model_args = dict(model_args)
-        self.pretrained_cfg: Optional[Any] = None
+        self.pretrained_cfg: PretrainedCfg | None = None
 
     @property
     def embed_dim(self) -> int:
@@ -98,8 +101,19 @@ class TokenModel(nn.Module):
         return state_dict
 
 
+def require_pretrained_cfg(model: TokenModel, purpose: str) -> PretrainedCfg:
+    """``model.pretrained_cfg``, or a ValueError saying that ``purpose`` needs a model made by
+    :func:`zoo.create_model` (which sets it)."""
+    if model.pretrained_cfg is None:
+        raise ValueError(f"{purpose} needs a model made by zoo.create_model (it has no "
+                         "pretrained_cfg)")
+    return model.pretrained_cfg
+
+
 class Classifier(TokenModel):
     """Input -> logits (B, num_classes); the head pools tokens and classifies."""
+
+    head: ClassifierHead
 
     @property
     def num_classes(self) -> int:
@@ -120,6 +134,9 @@ class Classifier(TokenModel):
 
 class Forecaster(TokenModel):
     """History (B, context_length, C) -> forecast (B, horizon, C), in the input's units."""
+
+    front_end: SeriesFrontEnd
+    head: ForecastHead
 
     @property
     def context_length(self) -> int:

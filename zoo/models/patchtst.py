@@ -9,7 +9,7 @@ blocks as in the paper. HF ``PatchTSTForPrediction`` checkpoints load unchanged 
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -50,7 +50,7 @@ class PatchTST(Forecaster):
                  norm_eps: float = 1e-5, drop_rate: float = 0.2, attn_drop_rate: float = 0.0,
                  head_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  residual_attention: bool = False, init: str = "torch",
-                 attn_window: Optional[int] = None) -> None:
+                 attn_window: int | None = None) -> None:
         args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if init not in ("torch", "trunc_normal"):
             raise ValueError(f"init must be 'torch' or 'trunc_normal', got {init!r}")
@@ -104,8 +104,8 @@ _register("patchtst", context_length=512)
 # The paper's small-dataset (ETTh1, ETTh2, ILI) settings: d_model 16, 4 heads, 3 layers,
 # d_ff 128, dropout 0.3, RevIN without affine, patches of 16 every 8 steps, end padding, and
 # the reference code's residual attention.
-_ETTH = dict(patch_len=16, stride=8, embed_dim=16, depth=3, num_heads=4, mlp_ratio=8.0,
-             drop_rate=0.3, num_channels=7, residual_attention=True)
+_ETTH: dict[str, Any] = dict(patch_len=16, stride=8, embed_dim=16, depth=3, num_heads=4,
+                             mlp_ratio=8.0, drop_rate=0.3, num_channels=7, residual_attention=True)
 
 
 def _etth1_h96(arch: str, sha256: str, mse: float, mae: float) -> tuple[dict, ...]:
@@ -116,7 +116,7 @@ def _etth1_h96(arch: str, sha256: str, mse: float, mae: float) -> tuple[dict, ..
                  description="ETTh1, horizon 96, every test window"),)
 
 
-# configs/series/patchtst_tiny_etth1_h96.yaml (PatchTST/42) and ..._l512_etth1_h96.yaml (/64)
+# configs/series/patchtst_tiny_etth1.yaml (PatchTST/42; with --model.model_name=patchtst_tiny_l512: /64)
 _register("patchtst_tiny_l336", context_length=336, **_ETTH, weights=_etth1_h96(
     "patchtst_tiny_l336", "ae88a0970b1558b5c77cfc0137dcfb561565dd926773a99f3688c8114d970889",
     mse=0.378076, mae=0.400567))
@@ -124,7 +124,7 @@ _register("patchtst_tiny_l512", context_length=512, **_ETTH, weights=_etth1_h96(
     "patchtst_tiny_l512", "c37a6a3adbf6bc49923a86faf7450f8976fac1a02dd538da6d146a11d7744156",
     mse=0.3716, mae=0.401082))
 # The paper's settings for larger datasets: d_model 128, 16 heads, 3 layers, d_ff 256, dropout 0.2.
-_BASE = dict(patch_len=16, stride=8, embed_dim=128, depth=3, num_heads=16, mlp_ratio=2.0,
-             drop_rate=0.2, residual_attention=True)
+_BASE: dict[str, Any] = dict(patch_len=16, stride=8, embed_dim=128, depth=3, num_heads=16,
+                             mlp_ratio=2.0, drop_rate=0.2, residual_attention=True)
 _register("patchtst_base_l336", context_length=336, **_BASE)
 _register("patchtst_base_l512", context_length=512, **_BASE)

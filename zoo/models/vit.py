@@ -9,9 +9,8 @@ is Worth 16x16 Words", ICLR 2021.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Union
-
-from torch import nn
+from collections.abc import Mapping
+from typing import Any
 
 from zoo.encoder import BlockConfig, Encoder, EncoderConfig
 from zoo.frontends.image import ImageFrontEnd
@@ -24,8 +23,8 @@ from zoo.registry import register_model
 ROPE_KINDS = ("axial", "mixed")
 
 
-def make_rope(rope: Optional[Mapping[str, Any]], *, head_dim: int, depth: int,
-              num_heads: int) -> Optional[nn.Module]:
+def make_rope(rope: Mapping[str, Any] | None, *, head_dim: int, depth: int,
+              num_heads: int) -> AxialRotary2d | MixedRotary2d | None:
     """The rotary-position part named by ``rope``: ``{"kind": "axial", **AxialRotary2d
     options}`` or ``{"kind": "mixed", **MixedRotary2d options}``; None for no rope."""
     if rope is None:
@@ -55,25 +54,27 @@ class VisionTransformer(Classifier):
     too.
     """
 
+    front_end: ImageFrontEnd
+
     modality = "image"
 
-    def __init__(self, *, img_size: Union[int, tuple[int, int]] = 224, patch_size: int = 16,
+    def __init__(self, *, img_size: int | tuple[int, int] = 224, patch_size: int = 16,
                  in_chans: int = 3, num_classes: int = 1000, embed_dim: int = 768,
                  depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
-                 mlp_hidden: Optional[int] = None, mlp: str = "mlp", act: str = "gelu",
+                 mlp_hidden: int | None = None, mlp: str = "mlp", act: str = "gelu",
                  qkv_bias: bool = True, qk_norm: bool = False, norm: str = "layernorm",
                  norm_eps: float = 1e-6, placement: str = "pre", branches: int = 1,
                  class_token: bool = True, reg_tokens: int = 0, pos_embed: str = "learned",
                  no_embed_class: bool = False, patch_bias: bool = True,
-                 rope: Optional[Mapping[str, Any]] = None, norm_pre: bool = False,
+                 rope: Mapping[str, Any] | None = None, norm_pre: bool = False,
                  final_norm: bool = True, global_pool: str = "token",
-                 fc_norm: Optional[bool] = None, pool_include_prefix: bool = False,
-                 attn_pool_heads: Optional[int] = None,
-                 attn_pool_mlp_ratio: Optional[float] = None,
-                 layer_scale_init: Optional[float] = None, drop_rate: float = 0.0,
+                 fc_norm: bool | None = None, pool_include_prefix: bool = False,
+                 attn_pool_heads: int | None = None,
+                 attn_pool_mlp_ratio: float | None = None,
+                 layer_scale_init: float | None = None, drop_rate: float = 0.0,
                  pos_drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 attn_window: Optional[int] = None) -> None:
+                 attn_window: int | None = None) -> None:
         args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if fc_norm is None:
             fc_norm = global_pool == "avg"

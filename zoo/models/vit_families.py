@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from zoo.models.vit import VisionTransformer
 from zoo.registry import refuse_models, register_model
@@ -43,7 +44,7 @@ _DEFAULT_PREPROCESS = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolat
                            crop_pct=0.9, crop_mode="center")
 
 
-def _size_from_name(name: str) -> Optional[int]:
+def _size_from_name(name: str) -> int | None:
     sizes = re.findall(r"_(\d{3})(?=_|$)", name)
     return int(sizes[-1]) if sizes else None
 
@@ -54,8 +55,8 @@ def _tuples(preprocess: dict[str, Any]) -> dict[str, Any]:
 
 def _weights(name: str) -> list[dict[str, Any]]:
     out = []
-    for w in _TIMM[name]["weights"]:
-        w = dict(w, preprocess=_tuples(w["preprocess"]))
+    for entry in _TIMM[name]["weights"]:
+        w = dict(entry, preprocess=_tuples(entry["preprocess"]))
         full = f"{name}.{w['tag']}"
         w["labels"] = _LABELS.get(w.get("num_classes", 1000))
         w["description"] = w.get("description") or f"timm's {full}"
@@ -65,10 +66,11 @@ def _weights(name: str) -> list[dict[str, Any]]:
     return out
 
 
-def _register(name: str, width: int, depth: int, heads: int, *, img: Optional[int] = None,
+def _register(name: str, width: int, depth: int, heads: int, *, img: int | None = None,
               **args: Any) -> None:
     img = img or _size_from_name(name) or 224
-    patch = int(re.search(r"patch(\d+)", name)[1]) if "patch" in name else 16
+    found = re.search(r"patch(\d+)", name)
+    patch = int(found[1]) if found else 16
     timm_defaults = _TIMM.get(name, {"num_classes": 1000, "preprocess": {}, "weights": []})
     preprocess = {**_DEFAULT_PREPROCESS, **_tuples(timm_defaults["preprocess"]),
                   "input_size": (3, img, img)}
