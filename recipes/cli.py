@@ -81,7 +81,8 @@ class RecipeTrainer(L.Trainer):
     ``checkpoints/best.ckpt`` and stops early (the CLI sets the model's own: ``val/acc`` for
     classifiers, ``val/mse`` for forecasters; None keeps ``last.ckpt`` only);
     ``early_stopping_patience`` stops after that many validations without a better ``monitor``;
-    ``checkpoint_every_n_steps`` also rewrites ``last.ckpt`` every N optimizer steps;
+    ``last.ckpt`` is rewritten at every epoch's end, and with ``checkpoint_every_n_steps``
+    every N optimizer steps too;
     ``precision="auto"`` is bf16-mixed on a GPU that has it, else 32-true. Without a
     ``logger``, a CSV and a TensorBoard logger write to ``logs/`` and ``tensorboard/``.
     The data modules shard their own loaders by rank (``use_distributed_sampler`` is off).
@@ -110,13 +111,19 @@ class RecipeTrainer(L.Trainer):
         callbacks = list(callbacks if isinstance(callbacks, (list, tuple)) else
                          [callbacks] if callbacks is not None else [])
         checkpoints = run_dir / "checkpoints"
-        keep = (dict(filename="best", monitor=monitor, mode=monitor_mode(monitor))
-                if validates and monitor else dict(save_top_k=0))   # nothing to select by
-        callbacks += [ModelCheckpoint(dirpath=checkpoints, save_last=True, **keep), TrainingState(),
-                      PredictionFile()]
+        # last.ckpt at every epoch's end (and every N steps), not Lightning's save_last: since
+        # Lightning 2.6 that writes last.ckpt only when a top-k checkpoint is saved in the same
+        # step, so a crashed run would resume from its best epoch instead of its latest
+        latest = dict(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
+                      enable_version_counter=False)
+        callbacks += [ModelCheckpoint(**latest, every_n_epochs=1, save_on_train_epoch_end=True),
+                      TrainingState(), PredictionFile()]
+        if validates and monitor:
+            callbacks.append(ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor,
+                                             mode=monitor_mode(monitor), save_top_k=1,
+                                             enable_version_counter=False))
         if checkpoint_every_n_steps:
-            callbacks.append(ModelCheckpoint(dirpath=checkpoints, save_top_k=0, save_last=True,
-                                             every_n_train_steps=checkpoint_every_n_steps))
+            callbacks.append(ModelCheckpoint(**latest, every_n_train_steps=checkpoint_every_n_steps))
         if early_stopping_patience is not None:
             callbacks.append(EarlyStopping(monitor=monitor, mode=monitor_mode(monitor),
                                            patience=early_stopping_patience))
@@ -196,7 +203,7 @@ def _new_file(path: Path) -> Path:
 # Keys that may differ between a run and its resumption; anything else must match.
 RESUMABLE_CHANGES = ("trainer.max_epochs", "trainer.enable_progress_bar",
                      "trainer.log_every_n_steps", "trainer.early_stopping_patience",
-                     "trainer.checkpoint_every_n_steps", "data.init_args.num_workers",
+                     "trainer.checkpoint_every_n_steps", "trainer.default_root_dir",
                      "ckpt_path", "config")
 RUN_FILES = ("config.yaml", "metrics.json", "checkpoints", "logs", "tensorboard")
 

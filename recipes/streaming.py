@@ -39,7 +39,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from litdata.streaming.fs_provider import _get_fs_provider
 from PIL import Image, ImageOps
 
 from recipes.fault_tolerance import rng_state, set_rng_state
+from zoo.data import ON_ERROR, OnError
 from zoo.data.audio import AudioDecodeError, audio_folder_items, load_audio
 from zoo.data.images import (
     DIGITS_LABELS,
@@ -60,7 +61,7 @@ from zoo.data.images import (
     digits_split_indices,
     image_folder_splits,
 )
-from zoo.data.series import SeriesDataError, chronological_split, read_series
+from zoo.data.series import Irregular, Missing, SeriesDataError, chronological_split, read_series
 
 logger = logging.getLogger("zoo.recipes")
 
@@ -71,7 +72,6 @@ SHARD_KINDS = ("images", "digits", "audio", "series")
 SPLITS = ("train", "val", "test")
 REMOTE_SCHEMES = ("s3", "gs", "r2")   # what litdata can both write to and stream from
 DEFAULT_CHUNK_BYTES = "64MB"          # litdata's advice: chunks of tens of MB stream well
-ON_ERROR = ("raise", "skip")
 
 Location = str | Path
 
@@ -150,7 +150,7 @@ def expect_kind(index: dict[str, Any], root: Location, kinds: Sequence[str], rec
     if kind not in kinds:
         raise ValueError(f"the shards at {root} hold {kind}; the {recipe} recipe reads "
                          f"{' or '.join(kinds)} shards")
-    return kind
+    return str(kind)
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def _write_split(records: Callable[[int], dict[str, Any]], count: int, output: s
                            f"first: {failed[0]}")
 
 
-def write_shards(dst: Location, splits: dict[str, Sequence[Any]],
+def write_shards(dst: Location, splits: Mapping[str, Sequence[Any]],
                  records: Callable[[Sequence[Any]], Callable[[int], dict[str, Any]]],
                  meta: dict[str, Any], *, seed: int = 0,
                  chunk_bytes: int | str = DEFAULT_CHUNK_BYTES,
@@ -302,7 +302,7 @@ def _folder_items(dataset: Any, root: Path) -> list[tuple[str, int, str]]:
 
 
 def convert_image_folder(src: Location, dst: Location, *, val_fraction: float = 0.2,
-                         seed: int = 0, on_error: str = "raise",
+                         seed: int = 0, on_error: OnError = "raise",
                          chunk_bytes: int | str = DEFAULT_CHUNK_BYTES,
                          num_workers: int = 1) -> dict[str, Any]:
     """An ImageFolder tree -> image shards, split as the in-memory recipe splits it
@@ -367,7 +367,7 @@ class _AudioRecords:
         return {"wave": wave.numpy(), "label": label, "name": name}
 
 
-def _readable_clips(items: Sequence[tuple[Path, int]], root: Path, on_error: str,
+def _readable_clips(items: Sequence[tuple[Path, int]], root: Path, on_error: OnError,
                     skipped: list[str]) -> list[tuple[str, int, str]]:
     """(path, label, path under root) of the clips that decode; the others raise naming the
     file (``on_error="raise"``) or are appended to ``skipped`` (``"skip"``)."""
@@ -387,7 +387,7 @@ def _readable_clips(items: Sequence[tuple[Path, int]], root: Path, on_error: str
 
 
 def convert_audio_folder(src: Location, dst: Location, *, sample_rate: int = 16000,
-                         val_fraction: float = 0.2, seed: int = 0, on_error: str = "raise",
+                         val_fraction: float = 0.2, seed: int = 0, on_error: OnError = "raise",
                          chunk_bytes: int | str = DEFAULT_CHUNK_BYTES,
                          num_workers: int = 1) -> dict[str, Any]:
     """An AudioFolder tree -> audio shards of mono waveforms at ``sample_rate`` Hz, split as the
@@ -429,9 +429,10 @@ class _SeriesRecords:
 
 def convert_csv_folder(src: Location, dst: Location, *, time_column: str | None = "date",
                        target_columns: Sequence[str] | None = None,
-                       fractions: Sequence[float] = (0.7, 0.1, 0.2),
+                       fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
                        val_start: str | None = None, test_start: str | None = None,
-                       missing: str = "error", irregular: str = "error", on_error: str = "raise",
+                       missing: Missing = "error", irregular: Irregular = "error",
+                       on_error: OnError = "raise",
                        chunk_bytes: int | str = DEFAULT_CHUNK_BYTES,
                        num_workers: int = 1) -> dict[str, Any]:
     """A folder of CSVs (``src/**/*.csv``, one series each, the same columns) -> series shards:
@@ -461,7 +462,7 @@ def convert_csv_folder(src: Location, dst: Location, *, time_column: str | None 
         try:
             frame = read_series(path, time_column=time_column, target_columns=target_columns,
                                 missing=missing, irregular=irregular, on_error=on_error)
-            borders = chronological_split(frame, 1, fractions=tuple(fractions),
+            borders = chronological_split(frame, 1, fractions=fractions,
                                           val_start=val_start, test_start=test_start).borders
         except SeriesDataError as err:
             if on_error == "raise":
@@ -561,13 +562,15 @@ def shard_splits(root: Location, index: dict[str, Any],
                  transforms: dict[str, Callable[[dict[str, Any]], Any]]
                  ) -> tuple[ShardSplit, ShardSplit, ShardSplit | None]:
     """(train, val, test or None) of a shards root, each split with its own ``transforms[split]``."""
-    location = shards_location(root)
-    missing = [s for s in ("train", "val") if s not in index["splits"]]
+    location, counts = shards_location(root), index["splits"]
+    missing = [s for s in ("train", "val") if s not in counts]
     if missing:
         raise ValueError(f"the shards at {root} have no {' or '.join(missing)} split")
-    parts = [ShardSplit(_join(location, s), int(index["splits"][s]), transforms[s])
-             if s in index["splits"] else None for s in SPLITS]
-    return parts[0], parts[1], parts[2]
+
+    def split(name: str) -> ShardSplit:
+        return ShardSplit(_join(location, name), int(counts[name]), transforms[name])
+
+    return split("train"), split("val"), split("test") if "test" in counts else None
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -582,16 +585,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _fractions(text: str) -> tuple[float, ...]:
+def _fractions(text: str) -> tuple[float, float, float]:
     try:
-        return tuple(float(x) for x in text.split(","))
+        train, val, test = (float(x) for x in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected three numbers like 0.7,0.1,0.2, got {text!r}") from None
+    return train, val, test
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m recipes.streaming") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m recipes.streaming",
+        prog=prog,
         description="convert a dataset to litdata shards that the recipes stream (data.dataset=shards)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -651,16 +655,16 @@ def convert(args: argparse.Namespace) -> dict[str, Any]:
                               irregular=args.irregular, **out)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m recipes.streaming KIND [SRC] DST [options]``: prints the shards index (JSON);
-    exit status 2 with one line on stderr for bad input."""
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m recipes.streaming") -> int:
+    """``zoo shards KIND [SRC] DST [options]`` (or ``python -m recipes.streaming ...``): prints
+    the shards index (JSON); exit status 2 with one line on stderr for bad input."""
+    args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         index = convert(args)
     except (ValueError, FileNotFoundError, FileExistsError, ConversionError) as err:
         message = str(err).replace("on_error='skip'", "--on-error skip")
-        print(f"recipes.streaming {args.command}: error: "
+        print(f"{prog.removeprefix('python -m ')} {args.command}: error: "
               f"{message.replace('on_error=skip', '--on-error skip')}", file=sys.stderr)
         return 2
     print(json.dumps(index, indent=2))

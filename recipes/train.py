@@ -25,6 +25,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from recipes.cli import ConfigError, auto_precision, build, claim_run_dir
 from recipes.export import module_from_checkpoint
@@ -79,12 +80,14 @@ def train(args: Sequence[str], *, command: str | None = None,
         logger.info("resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     state = next(c for c in trainer.callbacks if isinstance(c, TrainingState))
-    callback = trainer.checkpoint_callback
+    selected = [c.best_model_path for c in trainer.checkpoint_callbacks
+                if isinstance(c, ModelCheckpoint) and c.monitor and c.best_model_path]
     validates = trainer.limit_val_batches != 0
-    if getattr(dm, "holdout", True) and validates and callback.best_model_path:
-        best = callback.best_model_path
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if getattr(dm, "holdout", True) and validates and selected:
+        best: str | None = selected[0]
     else:  # no validation, or validation data was trained on: test the last weights
-        best = callback.last_model_path or None
+        best = str(last) if last.is_file() else None
     tested = trainer.test(module, datamodule=dm, ckpt_path=best, verbose=False)[0]
     split, num_test = _test_split(dm)
     result = {"metrics": _scalars(tested), "train_time_s": round(state.elapsed(), 1),

@@ -184,6 +184,22 @@ def test_resume_refuses_a_changed_config_and_starts_afresh_without_a_checkpoint(
     assert longer["epochs"] == 2 and longer["resumed_from"] == str(out / "checkpoints" / "last.ckpt")
 
 
+def test_last_checkpoint_is_the_latest_epoch_even_when_the_best_is_older(tmp_path, one_thread):
+    """A crash resumes from the latest epoch: last.ckpt is rewritten at every epoch's end, not
+    only when best.ckpt improves (Lightning 2.6's save_last). A learning rate of ~0 keeps the
+    validation accuracy flat, so the best stays at epoch 0."""
+    result = train(["--config", DIGITS, *SMALL, "--trainer.max_epochs=3",
+                    "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+                    "--model.lr=1e-12", "--model.min_lr=1e-13",
+                    f"--trainer.default_root_dir={tmp_path}"])
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (2, 6)
+    assert (best["epoch"], best["global_step"]) == (0, 2)
+    assert Path(result["best_checkpoint"]).name == "best.ckpt"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
 # --- non-finite losses ------------------------------------------------------------------------
 
 def _poison(monkeypatch, at_step: int) -> None:

@@ -162,9 +162,9 @@ def finetune_arguments(args: argparse.Namespace) -> list[str]:
     if series and args.mode != "full":
         raise ValueError("forecasters fine-tune in --mode full only")
     model_class, data_class, dataset = FINETUNE_CLASSES[entry.modality]
-    pretrained = False if args.no_pretrained else (args.pretrained or True)
+    pretrained = "false" if args.no_pretrained else (args.pretrained or "true")
     out = [] if args.config else [f"--model={model_class}", f"--data={data_class}"]
-    out += [f"--model.model_name={args.name}", f"--model.pretrained={str(pretrained).lower() if isinstance(pretrained, bool) else pretrained}",
+    out += [f"--model.model_name={args.name}", f"--model.pretrained={pretrained}",
             f"--model.lr={args.lr}", f"--model.warmup_epochs={args.warmup_epochs}",
             f"--model.weight_decay={args.weight_decay}",
             f"--data.dataset={dataset}", f"--data.root={data}",
@@ -382,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, add_help=False, help=f"LightningCLI: {what} from a config "
                        f"(zoo {name} --config CFG [--trainer.max_epochs=3 ...]; zoo {name} --help)")
 
+    sub.add_parser("shards", add_help=False, help="convert an image or audio folder, a folder of "
+                   "CSVs or the digits to litdata shards the recipes stream (--data.dataset=shards "
+                   "--data.root=DIR or s3://...); zoo shards --help")
+
     p = sub.add_parser("train", help="fit from a LightningCLI config, then test the best "
                        "checkpoint (metrics.json); overrides as --trainer.max_epochs=5")
     p.add_argument("config")
@@ -550,6 +554,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
             return _report(argv[0], err)
         return 0
+    if argv[:1] == ["shards"]:      # recipes.streaming has its own parser
+        try:
+            from recipes.streaming import main as shards_main
+        except ImportError as err:
+            return _report("shards", err)
+        return shards_main(argv[1:], prog="zoo shards")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not hasattr(args, "overrides"):
