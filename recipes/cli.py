@@ -74,6 +74,11 @@ def monitor_mode(metric: str) -> str:
     return "min" if re.search(r"(loss|mse|mae|rmse|wql|mase)$", metric) else "max"
 
 
+def _as_list(value: Any) -> list[Any]:
+    """A Trainer argument that takes one item or several (callbacks, plugins) as a list."""
+    return list(value) if isinstance(value, (list, tuple)) else [] if value is None else [value]
+
+
 class RecipeTrainer(L.Trainer):
     """Lightning's Trainer, writing everything of a run into ``default_root_dir``.
 
@@ -108,8 +113,7 @@ class RecipeTrainer(L.Trainer):
                               "trainer.early_stopping_patience needs trainer.monitor")
         run_dir = Path(default_root_dir)
         self.fit_ckpt_path: str | None = None
-        callbacks = list(callbacks if isinstance(callbacks, (list, tuple)) else
-                         [callbacks] if callbacks is not None else [])
+        callbacks = _as_list(callbacks)
         checkpoints = run_dir / "checkpoints"
         # last.ckpt at every epoch's end (and every N steps), not Lightning's save_last: since
         # Lightning 2.6 that writes last.ckpt only when a top-k checkpoint is saved in the same
@@ -132,11 +136,9 @@ class RecipeTrainer(L.Trainer):
                       TensorBoardLogger(run_dir, name="tensorboard", version="")]
         if logger:
             callbacks.append(LearningRateMonitor(logging_interval="epoch"))
-        plugins = list(plugins if isinstance(plugins, (list, tuple)) else
-                       [plugins] if plugins is not None else [])
         super().__init__(default_root_dir=run_dir, precision=auto_precision(precision),
                          logger=logger, callbacks=callbacks,
-                         plugins=[*plugins, AtomicCheckpointIO()],
+                         plugins=[*_as_list(plugins), AtomicCheckpointIO()],
                          limit_val_batches=limit_val_batches,
                          log_every_n_steps=log_every_n_steps,
                          use_distributed_sampler=False, **kwargs)
@@ -377,11 +379,14 @@ class ZooCLI(LightningCLI):
     def __init__(self, args: Sequence[str] | None = None, run: bool = True,
                  prepare_run: Callable[[Path], None] | None = None, **kwargs: Any) -> None:
         self.prepare_run = prepare_run
-        super().__init__(model_class=L.LightningModule, datamodule_class=L.LightningDataModule,
-                         subclass_mode_model=True, subclass_mode_data=True,
-                         trainer_class=RecipeTrainer, save_config_callback=RunConfig,
-                         parser_class=RecipeParser, auto_configure_optimizers=False,
-                         load_from_checkpoint_support=False, args=args, run=run, **kwargs)
+        with warnings.catch_warnings():   # args handed on by zoo's command line or from Python
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            super().__init__(model_class=L.LightningModule,
+                             datamodule_class=L.LightningDataModule, subclass_mode_model=True,
+                             subclass_mode_data=True, trainer_class=RecipeTrainer,
+                             save_config_callback=RunConfig, parser_class=RecipeParser,
+                             auto_configure_optimizers=False, load_from_checkpoint_support=False,
+                             args=args, run=run, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for key in ("model_name", "model_kwargs"):
@@ -436,22 +441,17 @@ def build(args: Sequence[str], prepare_run: Callable[[Path], None] | None = None
     the data module, model and trainer without running anything (``cli.datamodule``,
     ``cli.model``, ``cli.trainer``; ``cli.config`` the resolved config). ``prepare_run`` is
     called with the run folder before anything is made."""
-    with warnings.catch_warnings():   # args from Python while the process has its own argv
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        try:
-            return ZooCLI(args=list(args), run=False, prepare_run=prepare_run,
-                          parser_kwargs={"exit_on_error": False})
-        except ArgumentError as err:   # from Python: an exception, not an exit
-            raise ConfigError(str(err).removeprefix("error: ")) from err
+    try:
+        return ZooCLI(args=list(args), run=False, prepare_run=prepare_run,
+                      parser_kwargs={"exit_on_error": False})
+    except ArgumentError as err:   # from Python: an exception, not an exit
+        raise ConfigError(str(err).removeprefix("error: ")) from err
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``zoo fit|validate|test|predict --config ...`` (also ``python -m recipes.cli fit ...``)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = None if argv is None or list(argv) == sys.argv[1:] else list(argv)
-    with warnings.catch_warnings():   # zoo's own command line hands its arguments on
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        ZooCLI(args=args)
+    ZooCLI(args=None if argv is None or list(argv) == sys.argv[1:] else list(argv))
 
 
 if __name__ == "__main__":
