@@ -428,7 +428,7 @@ def _fit_digits(shards: str, out: str, *, kill_at: int | None = None, resume: bo
         callbacks.insert(0, _KillAt(kill_at))
     ckpt = Path(out, "last.ckpt") if resume else None
     if drop_data_position:                   # the control: a resume that forgets where it was
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=True)
         del state["ImageDataModule"]
         state["loops"]["fit_loop"]["state_dict"].pop("combined_loader")
         torch.save(state, ckpt := Path(out, "forgetful.ckpt"))
@@ -446,7 +446,7 @@ def test_a_run_killed_mid_epoch_resumes_from_shards_to_the_same_weights(digits_s
     uninterrupted = _fit_digits(str(digits_shards), str(steady))      # meanwhile, in this process
     output, _ = victim.communicate(timeout=300)
     assert victim.returncode == -signal.SIGKILL, output[-3000:]
-    saved = torch.load(crashed / "last.ckpt", weights_only=False)
+    saved = torch.load(crashed / "last.ckpt", weights_only=True)
     assert saved["global_step"] == 6                       # killed after step 7: one step lost
     assert saved["ImageDataModule"]["train_loader"]["num_samples_yielded"] == 6 * 64
     with pytest.raises(RuntimeError, match="holds a position in litdata shards, but this run's "

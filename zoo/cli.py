@@ -212,12 +212,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _load_for_predict(spec: str, pretrained: str | None) -> TokenModel:
     path = Path(spec)
     if path.suffix == ".ckpt":
-        from recipes.classification import Classifier, read_recipe_checkpoint
-        from recipes.forecasting import Forecaster
+        from recipes.export import module_from_checkpoint
 
-        hparams = read_recipe_checkpoint(path)["hyper_parameters"]
-        module = Forecaster if "num_channels" in hparams else Classifier
-        return module.from_checkpoint(path).model
+        return module_from_checkpoint(path).model
     if path.is_dir():
         return zoo.load(path)
     return zoo.create_model(spec, pretrained=pretrained or True)
