@@ -8,8 +8,10 @@ AST vs transformers' ``ASTForAudioClassification`` (hidden 192, 6 layers, 3 head
 100 frames, stride 10), PatchTST vs transformers' ``PatchTSTForPrediction`` (ETTh1 settings,
 dropout 0.3 applied while training), and the audio front end (64 one-second 16 kHz clips to
 AST-normalised filterbanks) vs ``ASTFeatureExtractor`` and a per-clip
-``torchaudio.compliance.kaldi.fbank`` loop. Each model row is timed in inference (eval,
-``torch.inference_mode``) and as a training step (forward, loss, backward, AdamW).
+``torchaudio.compliance.kaldi.fbank`` loop, and Whisper's log-mel front end (64 clips of 1-10 s,
+and 64 of 30 s, at 16 kHz to (64, 3000, 80) log-mels) vs ``WhisperFeatureExtractor``. Each
+model row is timed in inference (eval, ``torch.inference_mode``) and as a training step
+(forward, loss, backward, AdamW).
 
 Timing: after warm-up, each round times every contender once, in a rotating order; the figure
 is the median over rounds (the machine is noisy, so only figures of one run are compared).
@@ -280,6 +282,47 @@ def frontend_rows(*, warmup: int, rounds: int) -> list[dict[str, Any]]:
                        max_abs_diff=diff)
 
 
+def whisper_frontend_rows(*, warmup: int, rounds: int) -> list[dict[str, Any]]:
+    """64 clips of 16 kHz audio -> Whisper log-mels (64, 3000, 80): clips of 1-10 s (uniform
+    lengths, the realistic case: zoo transforms only the frames that touch a clip) and of 30 s
+    (every frame), from a list of clips as each library takes them."""
+    import numpy as np
+    import transformers
+
+    from zoo.frontends.whisper import WhisperLogMel
+
+    extractor = transformers.WhisperFeatureExtractor()      # 16 kHz, 80 mel, 30 s chunks
+    ours = WhisperLogMel()
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for name, lengths in (
+            ("whisper log-mel, 64 x 1-10 s at 16 kHz",
+             torch.randint(16000, 160001, (64,), generator=g).tolist()),
+            ("whisper log-mel, 64 x 30 s at 16 kHz", [480000] * 64)):
+        clips = [0.3 * torch.randn(n, generator=g) for n in lengths]
+        numpy_clips = [c.numpy() for c in clips]
+        sizes = torch.tensor(lengths)
+
+        def zoo_log_mel(clips: list[torch.Tensor] = clips,
+                        sizes: torch.Tensor = sizes) -> torch.Tensor:
+            with torch.inference_mode():
+                waves = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
+                return ours(waves, lengths=sizes)
+
+        def hf_log_mel(numpy_clips: list[np.ndarray] = numpy_clips) -> torch.Tensor:
+            return extractor(numpy_clips, sampling_rate=16000,
+                             return_tensors="pt")["input_features"]
+
+        diff = float((zoo_log_mel() - hf_log_mel().transpose(1, 2)).abs().max())
+        seconds = interleaved({"zoo": zoo_log_mel, "WhisperFeatureExtractor": hf_log_mel},
+                              warmup=warmup, rounds=rounds)
+        rows += _ratio_rows(name, "inference", 64, seconds, max_abs_diff=diff)
+    return rows
+
+
+FRONTENDS = {"frontend": frontend_rows, "whisper_frontend": whisper_frontend_rows}
+
+
 # --- peak memory of a training step ----------------------------------------------------------------
 
 def step_peak_mib(step: Callable[[], Any]) -> float:
@@ -367,8 +410,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="vit,vit_small,ast,patchtst,frontend",
-                        help="comma-separated: " + ", ".join([*CASES, "frontend"]))
+    parser.add_argument("--only", default="vit,vit_small,ast,patchtst,frontend,whisper_frontend",
+                        help="comma-separated: " + ", ".join([*CASES, *FRONTENDS]))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
@@ -381,14 +424,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     only = [n.strip() for n in args.only.split(",") if n.strip()]
-    unknown = set(only) - set(CASES) - {"frontend"}
+    unknown = set(only) - set(CASES) - set(FRONTENDS)
     if unknown:
-        parser.error(f"unknown rows {sorted(unknown)}; choose from {[*CASES, 'frontend']}")
+        parser.error(f"unknown rows {sorted(unknown)}; choose from {[*CASES, *FRONTENDS]}")
     info = machine()
     print(f"zoo bench {info}")
     speed = []
     for name in only:
-        rows = frontend_rows(warmup=args.warmup, rounds=args.rounds) if name == "frontend" \
+        rows = FRONTENDS[name](warmup=args.warmup, rounds=args.rounds) if name in FRONTENDS \
             else time_case(CASES[name](), warmup=args.warmup, rounds=args.rounds,
                            compile_inference=args.compile)
         print_table(rows)

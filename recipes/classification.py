@@ -17,7 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 import zoo
 from recipes.data import ModelKwargs
 from recipes.fault_tolerance import NONFINITE_POLICIES, NonfinitePolicy, checked_loss
-from recipes.optim import param_groups, warmup_cosine
+from recipes.optim import adamw_warmup_cosine
 from zoo.data.augment import mixup
 
 FinetuneMode = Literal["full", "freeze_backbone", "linear_probe"]
@@ -131,26 +131,22 @@ class Classifier(L.LightningModule):
         return {"probabilities": self(inputs).softmax(-1), "target": targets}
 
     def configure_optimizers(self):
-        hp = self.hparams
-        groups = param_groups(self.model, lr=hp.lr, weight_decay=hp.weight_decay,
-                              layer_decay=hp.layer_decay)
-        fused = torch.cuda.is_available() and next(self.parameters()).is_cuda
-        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), fused=fused or None)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
-        scheduler = warmup_cosine(optimizer, warmup_steps=int(hp.warmup_epochs * steps_per_epoch),
-                                  total_steps=total, min_lr_ratio=hp.min_lr / hp.lr)
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_warmup_cosine(self)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> Classifier:
         """Rebuild from a recipe checkpoint without re-reading the original pretrained source."""
-        ckpt = read_recipe_checkpoint(path, map_location)
-        hparams = {**ckpt["hyper_parameters"], "pretrained": False, "encoder_from": None}
-        module = cls(**hparams)
-        module.load_state_dict(ckpt["state_dict"])
-        return module
+        return rebuild_from_checkpoint(cls, path, map_location, encoder_from=None)
+
+
+def rebuild_from_checkpoint(cls: type[L.LightningModule], path: str | Path,
+                            map_location: str = "cpu", **overrides: Any) -> Any:
+    """``cls`` built from a recipe checkpoint's hyperparameters (with ``pretrained=False`` and
+    ``overrides``: no weights' source is read again) holding the checkpoint's weights."""
+    ckpt = read_recipe_checkpoint(path, map_location)
+    module = cls(**{**ckpt["hyper_parameters"], "pretrained": False, **overrides})
+    module.load_state_dict(ckpt["state_dict"])
+    return module
 
 
 def read_recipe_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:

@@ -71,7 +71,7 @@ def auto_precision(name: str | None) -> str | None:
 
 def monitor_mode(metric: str) -> str:
     """``min`` for losses and errors (``val/mse``), ``max`` for scores (``val/acc``)."""
-    return "min" if re.search(r"(loss|mse|mae|rmse|wql|mase)$", metric) else "max"
+    return "min" if re.search(r"(loss|mse|mae|rmse|wql|mase|wer|cer|ser)$", metric) else "max"
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
@@ -62,6 +62,7 @@ class SplitDataModule(L.LightningDataModule):
         self.skipped: list[str] = []     # unreadable input files left out (data.on_error=skip)
         self._train_loader: DataLoader | None = None
         self._loader_state: dict[str, Any] | None = None   # restored, not yet applied
+        self.collate_fn: Callable[[list], Any] | None = None  # None: PyTorch's default
 
     @property
     def classes(self) -> list[str]:
@@ -87,7 +88,8 @@ class SplitDataModule(L.LightningDataModule):
                                   num_workers=self.num_workers, world_size=world)
         return resumable_loader(dataset, batch_size=self.batch_size, shuffle=shuffle,
                                 seed=self.seed, num_workers=self.num_workers,
-                                num_replicas=world, rank=rank)
+                                num_replicas=world, rank=rank, collate_fn=self.collate_fn,
+                                lengths=getattr(dataset, "lengths_for_batching", None))
 
     def train_dataloader(self) -> DataLoader:
         self._train_loader = self._loader(self.train_set, shuffle=True)

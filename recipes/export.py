@@ -25,6 +25,7 @@ from zoo.package import package_writer, write_package
 if TYPE_CHECKING:   # a recipe checkpoint needs Lightning (zoo[train]); a registered model does not
     from recipes.classification import Classifier
     from recipes.forecasting import Forecaster
+    from recipes.speech import SpeechRecognition
 
 logger = logging.getLogger("zoo.recipes")
 
@@ -47,6 +48,16 @@ DATASETS = {
         license="CC BY-SA 4.0",
         task="audio classification (spoken digits)", unit="clips",
     ),
+    "fsdd_digits": dict(
+        title="connected spoken digits: strings of 1-10 digits built from the Free Spoken Digit "
+              "Dataset (FSDD, github.com/Jakobovski/free-spoken-digit-dataset at commit 26eb9aa), "
+              "one speaker per string, random silences (`zoo.data.digit_strings`)",
+        split="test: 1,000 strings from takes 0-4 only (seed 20261202); training strings from "
+              "takes 5-49 only (10-49 with `data.holdout: true`, takes 5-9 then validate); no "
+              "recording is shared between training and test strings",
+        license="CC BY-SA 4.0 (FSDD)",
+        task="speech recognition (connected digits, CTC)", unit="strings",
+    ),
     "etth1": dict(
         title="ETTh1 (Electricity Transformer Temperature, hourly, station 1), "
               "github.com/zhouhaoyi/ETDataset at commit 1d16c8f: 7 channels",
@@ -60,7 +71,7 @@ DATASETS = {
 }
 
 KIND = {"image": "A Vision Transformer", "audio": "An Audio Spectrogram Transformer",
-        "series": "A PatchTST forecaster"}
+        "series": "A PatchTST forecaster", "speech": "A CTC speech recogniser"}
 
 
 @dataclass(frozen=True)
@@ -115,9 +126,11 @@ def dataset_facts(run: SavedRun) -> dict[str, str]:
 
 
 def card_metrics(tested: dict[str, float], dataset: str, modality: str) -> dict[str, float]:
-    """Test metrics as the cards and the registry name them (accuracies in %)."""
+    """Test metrics as the cards and the registry name them (accuracies and error rates in %)."""
     if modality == "series":
         return {f"{dataset} test mse": tested["test/mse"], f"{dataset} test mae": tested["test/mae"]}
+    if modality == "speech":   # error rates in %
+        return {f"{dataset} test {name}": 100 * tested[f"test/{name}"] for name in ("wer", "ser", "cer")}
     metrics = {f"{dataset} test top-1": 100 * tested["test/acc"]}
     if "test/top5" in tested:
         metrics[f"{dataset} test top-5"] = 100 * tested["test/top5"]
@@ -170,12 +183,18 @@ def run_dir_of(ckpt: Path) -> Path:
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
 
 
-def module_from_checkpoint(ckpt: str | Path) -> Classifier | Forecaster:
+def module_from_checkpoint(ckpt: str | Path) -> Classifier | Forecaster | SpeechRecognition:
+    """The recipe module of checkpoint ``ckpt``, picked by its model's kind."""
     from recipes.classification import Classifier, read_recipe_checkpoint
     from recipes.forecasting import Forecaster
+    from recipes.speech import SpeechRecognition
 
     hparams = read_recipe_checkpoint(ckpt)["hyper_parameters"]
-    return (Forecaster if "num_channels" in hparams else Classifier).from_checkpoint(ckpt)
+    if "num_channels" in hparams:
+        return Forecaster.from_checkpoint(ckpt)
+    if "num_classes" in hparams:
+        return Classifier.from_checkpoint(ckpt)
+    return SpeechRecognition.from_checkpoint(ckpt)
 
 
 def export_checkpoint(ckpt: str | Path, out_dir: str | Path, *,

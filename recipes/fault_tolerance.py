@@ -15,7 +15,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -57,6 +57,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.unlink(tmp_name)
 
 
+LENGTH_POOL = 50   # batches sorted together when a sampler groups samples by length
+
+
 class ResumableSampler(Sampler[int]):
     """Sample order that depends only on (seed, epoch), sharded over ranks, resumable mid-epoch.
 
@@ -65,14 +68,19 @@ class ResumableSampler(Sampler[int]):
     starting at r, so the W local batches of one step together hold the same samples as one
     global batch of W times the size in a single process. With ``pad`` (training under DDP)
     the order is padded by repeating its first indices so that every rank has the same
-    number of batches. ``batches_done`` counts the local batches trained in the current epoch;
+    number of batches. With ``lengths`` (one per sample) batches hold samples of similar
+    length (see :meth:`_grouped`). ``batches_done`` counts the local batches trained in the current epoch;
     after :meth:`load_state_dict` the next epoch's iteration skips them.
     """
 
     def __init__(self, num_samples: int, *, batch_size: int, shuffle: bool, seed: int = 0,
-                 num_replicas: int = 1, rank: int = 0, pad: bool = False) -> None:
+                 num_replicas: int = 1, rank: int = 0, pad: bool = False,
+                 lengths: Sequence[int] | None = None) -> None:
         if num_samples < 1:
             raise ValueError("cannot sample from an empty dataset")
+        if lengths is not None and len(lengths) != num_samples:
+            raise ValueError(f"{len(lengths)} lengths for {num_samples} samples")
+        self.lengths = torch.as_tensor(lengths) if lengths is not None else None
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
         self.num_samples, self.batch_size, self.shuffle = num_samples, batch_size, shuffle
@@ -93,10 +101,28 @@ class ResumableSampler(Sampler[int]):
             order = torch.randperm(self.num_samples, generator=generator)
         else:
             order = torch.arange(self.num_samples)
+        if self.lengths is not None:
+            order = self._grouped(order)
         if self.pad and self.num_samples % self.num_replicas:
             extra = self.num_replicas - self.num_samples % self.num_replicas
             order = torch.cat([order, order.repeat(math.ceil(extra / self.num_samples))[:extra]])
         return order[self.rank::self.num_replicas]
+
+    def _grouped(self, order: torch.Tensor) -> torch.Tensor:
+        """``order`` rearranged so that each batch holds samples of similar length (less
+        padding): shuffled, it is cut into pools of :data:`LENGTH_POOL` batches, each pool sorted
+        by length and cut into batches, and the batches of all pools shuffled (from the same
+        (seed, epoch) generator); unshuffled, it is sorted by length."""
+        lengths = self.lengths[order]
+        if not self.shuffle:
+            return order[torch.sort(lengths, stable=True).indices]
+        pool = self.batch_size * self.num_replicas * LENGTH_POOL
+        pieces = [chunk[torch.sort(chunk_lengths, stable=True).indices]
+                  for chunk, chunk_lengths in zip(order.split(pool), lengths.split(pool), strict=True)]
+        step = self.batch_size * self.num_replicas     # one global batch
+        batches = list(torch.cat(pieces).split(step))
+        generator = torch.Generator().manual_seed(self.seed + self.epoch + 1_000_003)
+        return torch.cat([batches[i] for i in torch.randperm(len(batches), generator=generator)])
 
     def __iter__(self) -> Iterator[int]:
         start, self._skip = self._skip * self.batch_size, 0
@@ -122,13 +148,16 @@ class ResumableSampler(Sampler[int]):
 
 
 def resumable_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int,
-                     num_workers: int = 0, num_replicas: int = 1, rank: int = 0) -> DataLoader:
+                     num_workers: int = 0, num_replicas: int = 1, rank: int = 0,
+                     collate_fn: Callable[[list], Any] | None = None,
+                     lengths: Sequence[int] | None = None) -> DataLoader:
     """A loader whose order depends on (seed, epoch) only; the training split pads its shards
     so that all ranks step together, evaluation splits never repeat a sample."""
     sampler = ResumableSampler(len(dataset), batch_size=batch_size, shuffle=shuffle, seed=seed,
-                               num_replicas=num_replicas, rank=rank, pad=shuffle)
+                               num_replicas=num_replicas, rank=rank, pad=shuffle,
+                               lengths=lengths)
     # the loader's own generator: making an iterator must not draw from the global RNG
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn,
                       num_workers=num_workers, persistent_workers=num_workers > 0,
                       pin_memory=torch.cuda.is_available(),
                       generator=torch.Generator().manual_seed(seed))

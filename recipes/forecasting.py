@@ -126,9 +126,6 @@ class Forecaster(L.LightningModule):
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> Forecaster:
         """Rebuild from a recipe checkpoint without re-reading the original pretrained source."""
-        from recipes.classification import read_recipe_checkpoint
+        from recipes.classification import rebuild_from_checkpoint
 
-        ckpt = read_recipe_checkpoint(path, map_location)
-        module = cls(**{**ckpt["hyper_parameters"], "pretrained": False})
-        module.load_state_dict(ckpt["state_dict"])
-        return module
+        return rebuild_from_checkpoint(cls, path, map_location)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,3 +47,19 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def adamw_warmup_cosine(module: Any) -> dict[str, Any]:
+    """A LightningModule's ``configure_optimizers`` for AdamW over ``module.model`` with
+    warm-up + cosine, stepped per optimiser step, from its hyperparameters ``lr``, ``min_lr``,
+    ``weight_decay``, ``betas``, ``warmup_epochs`` (fractions allowed) and ``layer_decay``."""
+    hp = module.hparams
+    groups = param_groups(module.model, lr=hp.lr, weight_decay=hp.weight_decay,
+                          layer_decay=hp.layer_decay)
+    fused = torch.cuda.is_available() and next(module.parameters()).is_cuda
+    optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), fused=fused or None)
+    total = max(1, int(module.trainer.estimated_stepping_batches))
+    steps_per_epoch = total / max(1, module.trainer.max_epochs or 1)
+    scheduler = warmup_cosine(optimizer, warmup_steps=int(hp.warmup_epochs * steps_per_epoch),
+                              total_steps=total, min_lr_ratio=hp.min_lr / hp.lr)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

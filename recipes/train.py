@@ -106,6 +106,8 @@ def train(args: Sequence[str], *, command: str | None = None,
 def _task(module: L.LightningModule) -> str:
     if isinstance(module, Forecaster):
         return "forecasting"
+    if module.model.modality == "speech":
+        return "speech recognition"
     return f"{module.model.modality} classification"
 
 
@@ -129,7 +131,7 @@ def evaluate(args: Sequence[str], ckpt: str | Path | None = None, *,
         if module.hparams.num_channels != dm.num_channels:
             raise ValueError(f"{what} forecasts {module.hparams.num_channels} channels; "
                              f"the config's data has {dm.num_channels}")
-    elif module.hparams.num_classes != dm.num_classes:
+    elif "num_classes" in module.hparams and module.hparams.num_classes != dm.num_classes:
         raise ValueError(f"{what} has {module.hparams.num_classes} classes; "
                          f"the config's data has {dm.num_classes}")
     t = cli.trainer

@@ -20,6 +20,7 @@ from zoo import hub
 from zoo.convert import UnknownCheckpointError, to_zoo_state_dict
 from zoo.convert.hf_ast import ast_args_from_hf_config
 from zoo.convert.hf_patchtst import patchtst_args_from_hf_config
+from zoo.convert.hf_whisper import whisper_args_from_hf_config
 from zoo.registry import ModelNotFoundError, PretrainedCfg, get_entry
 
 PACKAGE_FORMAT = "zoo"
@@ -34,8 +35,8 @@ class CheckpointMismatchError(ValueError):
 def load_weights(source: Source) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """(zoo-keyed state dict, the ``config.json`` beside the weights or None) for ``source``.
 
-    Peer checkpoints (timm ViT, HF AST, HF PatchTST) are converted to zoo's keys; a format zoo
-    does not know is an error, never a partial load.
+    Peer checkpoints (timm ViT, HF AST, HF PatchTST, HF Whisper) are converted to zoo's keys;
+    a format zoo does not know is an error, never a partial load.
     """
     if isinstance(source, PretrainedCfg):
         if source.file:
@@ -98,7 +99,8 @@ def peer_model_spec(config: Mapping[str, Any], source: str | Path
                     ) -> tuple[str, dict[str, Any], tuple[str, ...] | None]:
     """(zoo architecture, its arguments, class labels or None) for a peer's ``config.json``:
     timm's hub layout, or transformers' ``ASTForAudioClassification`` /
-    ``PatchTSTForPrediction``."""
+    ``PatchTSTForPrediction`` / Whisper (``WhisperForAudioClassification``, or the encoder of
+    ``WhisperModel`` / ``WhisperForConditionalGeneration``)."""
     if is_timm_config(config):
         arch = str(config["architecture"])
         get_entry(arch)   # an architecture zoo does not build is refused first, with the reason
@@ -120,9 +122,13 @@ def peer_model_spec(config: Mapping[str, Any], source: str | Path
         return "ast", args, labels
     if model_type == "patchtst":
         return "patchtst", patchtst_args_from_hf_config(config), None
+    if model_type == "whisper":
+        args = whisper_args_from_hf_config(config)
+        args.update(_whisper_feature_extractor_args(source, args["num_mel_bins"]))
+        return "whisper", args, labels
     raise UnknownCheckpointError(
         f"{source}: config.json is neither a zoo package's nor one zoo knows (timm's hub "
-        f"layout, transformers' AST or PatchTST); model_type={model_type!r}")
+        f"layout, transformers' AST, PatchTST or Whisper); model_type={model_type!r}")
 
 
 def _ast_feature_extractor_args(source: str | Path) -> dict[str, Any]:
@@ -134,6 +140,21 @@ def _ast_feature_extractor_args(source: str | Path) -> dict[str, Any]:
     mapping = {"mean": "mean", "std": "std", "sampling_rate": "sample_rate",
                "num_mel_bins": "num_mel_bins", "max_length": "target_frames"}
     return {zoo_key: pre[hf_key] for hf_key, zoo_key in mapping.items() if hf_key in pre}
+
+
+def _whisper_feature_extractor_args(source: str | Path, num_mel_bins: int) -> dict[str, Any]:
+    """Log-mel settings from an HF Whisper folder's ``preprocessor_config.json`` when it has
+    one; its ``feature_size`` must be the model's ``num_mel_bins``."""
+    path = hub.optional_file(source, PREPROCESSOR_FILE)
+    if path is None:
+        return {}
+    pre = hub.read_json(path)
+    if pre.get("feature_size", num_mel_bins) != num_mel_bins:
+        raise ValueError(f"{source}: {PREPROCESSOR_FILE} makes {pre['feature_size']} mel bins, "
+                         f"but config.json's model reads {num_mel_bins} (num_mel_bins)")
+    return {zoo_key: pre[hf_key] for hf_key, zoo_key in (
+        ("sampling_rate", "sample_rate"), ("n_fft", "n_fft"), ("hop_length", "hop_length"),
+        ("nb_max_frames", "target_frames")) if hf_key in pre}
 
 
 def load_state_dict(model: nn.Module, state_dict: Mapping[str, Any], *, source: str = "checkpoint",

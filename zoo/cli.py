@@ -1,4 +1,5 @@
-"""The ``zoo`` command: list, info, train, eval, finetune, predict, forecast, explain, export,
+"""The ``zoo`` command: list, info, train, eval, finetune, predict, transcribe, forecast,
+explain, export,
 and LightningCLI's fit, validate and test (``zoo fit --config CFG --trainer.max_epochs=3``).
 
 Training commands import the Lightning recipes lazily, so ``zoo list`` / ``zoo info`` stay fast
@@ -249,6 +250,39 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from zoo.models.ctc import SpeechRecognizer
+    from zoo.predict import collect_inputs, transcribe_files, write_transcripts
+
+    if args.output:
+        output = _output_file(args.output, args.inputs, "--output")
+        if output.exists():
+            raise ValueError(f"--output {output} exists; zoo never writes over a file: choose "
+                             "another name")
+    model = _load_for_predict(args.model, args.pretrained).eval()
+    if not isinstance(model, SpeechRecognizer):
+        raise ValueError(f"{args.model} does not recognise speech; `zoo list --modality speech` "
+                         "shows the models that do")
+    paths = collect_inputs(args.inputs, model)
+    rows = transcribe_files(model, paths, beam_width=args.beam_width, timestamps=args.timestamps,
+                            batch_size=args.batch_size, on_error=args.on_error,
+                            progress=args.output is not None or len(paths) > 1)
+    if args.output:
+        write_transcripts(rows, args.output)
+        skipped = sum(1 for r in rows if r.get("error"))
+        print(f"{len(rows) - skipped} transcripts -> {args.output}"
+              + (f" ({skipped} unreadable files skipped, see its error column)" if skipped else ""))
+        return 0
+    for row in rows:
+        if row.get("error"):
+            print(f"{row['path']}\terror: {row['error']}")
+            continue
+        print(f"{row['path']}\t{row['text']}" if len(rows) > 1 else row["text"])
+        for word in row.get("words") or []:
+            print(f"  {word.start:7.2f} {word.end:7.2f}  {word.text}")
+    return 0
+
+
 def _split_columns(text: str | None) -> list[str] | None:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
@@ -447,6 +481,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
                    help="an unreadable file: stop naming it, or skip it (noted in the CSV)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("transcribe", help="speech to text for audio files (a speech model)")
+    p.add_argument("model", help="registered speech model, a zoo package directory or a recipe .ckpt")
+    p.add_argument("inputs", nargs="+", help="audio files (.wav, .flac, .ogg), folders (searched "
+                   "recursively), CSV files with a 'path' column")
+    p.add_argument("--pretrained", help="weights for a registered name (default: its own)")
+    p.add_argument("--timestamps", action="store_true", help="also print / write each word's "
+                   "start and end (s)")
+    p.add_argument("--beam-width", type=_count(1), default=1, help="CTC prefix beam search "
+                   "width (1: greedy)")
+    p.add_argument("--output", default=None, help="write a CSV (path, text, duration_s, words, "
+                   "error) instead of printing; never replaces a file")
+    p.add_argument("--batch-size", type=_count(1), default=16, help="windows of a long "
+                   "recording run at once")
+    p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
+                   help="an unreadable file: stop naming it, or skip it (noted in the CSV)")
+    p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("forecast", help="forecast a CSV's columns; writes a CSV and a PNG plot")
     p.add_argument("model", help="registered forecaster, a zoo package directory or a recipe .ckpt")

@@ -79,10 +79,12 @@ def create_model(name: str, pretrained: bool | str | Path = False, *,
         package_args = dict(config["model_args"])
     _check_arguments(entry, kwargs)
     args = {**entry.args, **package_args, **kwargs}
-    if entry.modality == "series":
+    if entry.modality in ("series", "speech"):
         if num_classes:
-            raise ValueError(f"{name} is a forecaster: it takes horizon=, not num_classes=")
-        return _create_forecaster(name, entry, cfg, args, state_dict, pretrained)
+            takes = "horizon=" if entry.modality == "series" else "tokens="
+            raise ValueError(f"{name} is a {_KIND[entry.modality]}: it takes {takes}, not "
+                             "num_classes=")
+        return _create_with_head(name, entry, cfg, args, state_dict, pretrained)
     ckpt_classes = _checkpoint_num_classes(state_dict)
     if num_classes is not None:
         args["num_classes"] = num_classes
@@ -128,9 +130,13 @@ def _check_arguments(entry: ModelEntry, kwargs: Mapping[str, Any]) -> None:
                          f"({entry.builder.__name__}){hint} Valid: {', '.join(valid)}")
 
 
-def _create_forecaster(name: str, entry: ModelEntry, cfg: PretrainedCfg, args: dict[str, Any],
-                       state_dict: dict[str, Any] | None, source: Any) -> Forecaster:
-    """Build a forecaster; a checkpoint for another horizon keeps all but the head."""
+_KIND = {"series": "forecaster", "speech": "speech recogniser"}
+
+
+def _create_with_head(name: str, entry: ModelEntry, cfg: PretrainedCfg, args: dict[str, Any],
+                      state_dict: dict[str, Any] | None, source: Any) -> TokenModel:
+    """Build a forecaster or a speech recogniser; a checkpoint for another horizon (or
+    vocabulary) keeps all but the head."""
     if state_dict is None:   # figures belong to weights: random ones claim none
         model = entry.builder(**args)
         cfg = replace(cfg, metrics={})
@@ -138,7 +144,8 @@ def _create_forecaster(name: str, entry: ModelEntry, cfg: PretrainedCfg, args: d
         model, kept = build_with_weights(entry.builder, args, state_dict, source=str(source),
                                          head="head.")
         if not kept:
-            logger.info("%s: new horizon-%d head replaces the checkpoint's", name, model.horizon)
+            what = f"horizon-{model.horizon}" if isinstance(model, Forecaster) else "vocabulary"
+            logger.info("%s: new %s head replaces the checkpoint's", name, what)
             cfg = replace(cfg, metrics={})
     model.pretrained_cfg = replace(cfg, num_classes=0, preprocess={**cfg.preprocess,
                                                                    **model.input_spec()})

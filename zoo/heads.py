@@ -138,3 +138,24 @@ class ForecastHead(nn.Module):
         y = (self.proj(x) if self.shared
              else torch.einsum("bcf,chf->bch", x, self.proj_weight) + self.proj_bias)
         return y.transpose(1, 2).contiguous()
+
+
+class CTCHead(nn.Module):
+    """Tokens (B, N, D) -> per-token log-probabilities (B, N, V + 1) over a vocabulary of V
+    tokens and the CTC blank (index 0)."""
+
+    def __init__(self, embed_dim: int, vocab_size: int, *, drop: float = 0.0) -> None:
+        super().__init__()
+        if vocab_size < 1:
+            raise ValueError(f"a CTC head needs at least one token, got {vocab_size}")
+        self.drop = Dropout(drop)
+        self.fc = nn.Linear(embed_dim, vocab_size + 1)
+        nn.init.trunc_normal_(self.fc.weight, std=0.02)
+        nn.init.zeros_(self.fc.bias)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.fc.out_features - 1
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.drop(tokens)).float().log_softmax(-1)

@@ -33,6 +33,7 @@ from zoo.data.images import (
 )
 from zoo.frontends.audio import AudioFrontEnd
 from zoo.models.base import Classifier, require_pretrained_cfg
+from zoo.models.ctc import SpeechRecognizer, Transcript
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def _suffixes(model: nn.Module) -> tuple[str, ...]:
-    return AUDIO_SUFFIXES if getattr(model, "modality", "") == "audio" else IMAGE_SUFFIXES
+    return AUDIO_SUFFIXES if getattr(model, "modality", "") in ("audio", "speech") else IMAGE_SUFFIXES
 
 
 def collect_inputs(inputs: Sequence[str | Path], model: nn.Module) -> list[Path]:
@@ -207,5 +208,62 @@ def write_predictions(rows: Sequence[dict[str, Any]], path: str | Path,
                              f"{row['probability']:.6f}" if "probability" in row else "",
                              ";".join(f"{label}:{p:.6f}" for label, p in ranked[:top_k]),
                              f"{window[0]:.2f}-{window[1]:.2f}" if window else "",
+                             row.get("error") or ""])
+    return path
+
+
+def transcribe_files(model: SpeechRecognizer, paths: Sequence[Path], *, beam_width: int = 1,
+                     timestamps: bool = False, batch_size: int = 16, on_error: str = "raise",
+                     progress: bool = True) -> list[dict[str, Any]]:
+    """The text of each audio file, in order: dicts with ``path``, ``text``, ``duration`` (s)
+    and, with ``timestamps``, ``words`` ([(word, start s, end s, score), ...]), or ``error``
+    (skipped with ``on_error="skip"``). Files are decoded one at a time and long recordings
+    run in windows (:meth:`SpeechRecognizer.transcribe`), so memory stays bounded."""
+    from tqdm.auto import tqdm
+
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    rate = model.sample_rate
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(paths), unit="file", disable=not progress, desc="transcribe")
+    for path in paths:
+        try:
+            wave, _ = load_audio(path, sample_rate=rate)       # its errors name the file
+            if wave.numel() < model.fbank_config.frame_length:
+                raise ValueError(f"{path}: {wave.numel()} samples at {rate} Hz is shorter than "
+                                 f"one {model.fbank_config.frame_length_ms:g} ms frame")
+            result = model.transcribe([wave], beam_width=beam_width, timestamps=timestamps,
+                                      batch_size=batch_size)[0]
+        except (ValueError, FileNotFoundError) as err:
+            if on_error == "raise":
+                raise
+            logger.warning("skipped: %s", err)
+            rows.append({"path": str(path), "error": str(err)})
+        else:
+            row: dict[str, Any] = {"path": str(path), "duration": wave.numel() / rate}
+            if isinstance(result, Transcript):
+                row.update(text=result.text, words=result.words)
+            else:
+                row["text"] = result
+            rows.append(row)
+        bar.update(1)
+    bar.close()
+    return rows
+
+
+def write_transcripts(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """One CSV row per file: path, text, duration_s, words (``word@start-end`` in seconds,
+    ``;``-separated, with timestamps), error. An existing file is never replaced."""
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} exists; zoo never writes over a file: choose another name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "x", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "text", "duration_s", "words", "error"])
+        for row in rows:
+            words = ";".join(f"{w.text}@{w.start:.2f}-{w.end:.2f}" for w in row.get("words") or [])
+            duration = f"{row['duration']:.3f}" if "duration" in row else ""
+            writer.writerow([row["path"], row.get("text", ""), duration, words,
                              row.get("error") or ""])
     return path

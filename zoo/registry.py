@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-MODALITIES = ("image", "audio", "series")
+MODALITIES = ("image", "audio", "series", "speech")   # speech: recognition (text out)
 
 
 class ModelNotFoundError(ValueError):

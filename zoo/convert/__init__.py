@@ -14,6 +14,7 @@ import torch
 
 from zoo.convert.hf_ast import convert_hf_ast, is_hf_ast
 from zoo.convert.hf_patchtst import convert_hf_patchtst, is_hf_patchtst
+from zoo.convert.hf_whisper import convert_hf_whisper, is_hf_whisper
 from zoo.convert.timm import convert_timm_vit, is_timm_vit
 
 # (name, detector, converter); extended as modalities add peer formats.
@@ -21,6 +22,7 @@ CONVERTERS = [
     ("timm ViT", is_timm_vit, convert_timm_vit),
     ("HF AST", is_hf_ast, convert_hf_ast),
     ("HF PatchTST", is_hf_patchtst, convert_hf_patchtst),
+    ("HF Whisper", is_hf_whisper, convert_hf_whisper),
 ]
 
 _ZOO_ROOTS = ("front_end.", "encoder.", "head.")

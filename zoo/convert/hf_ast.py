@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from zoo.convert.blocks import BlockLayout, convert_block_keys
+
 _ROOT = "audio_spectrogram_transformer."
 
 _EMBEDDINGS = {
@@ -41,7 +43,9 @@ _QKV = {  # zoo's fused order is q, k, v
     "attention.q_proj": 0, "attention.k_proj": 1, "attention.v_proj": 2,
     "attention.attention.query": 0, "attention.attention.key": 1, "attention.attention.value": 2,
 }
-_BLOCK_KEY = re.compile(r"^(?:layers|encoder\.layer)\.(\d+)\.(.+)\.(weight|bias)$")
+_LAYOUT = BlockLayout(
+    source="HF AST", fixed=_EMBEDDINGS, block=_BLOCK, qkv=_QKV, prefix=_ROOT,
+    block_key=re.compile(r"^(?:layers|encoder\.layer)\.(\d+)\.(.+)\.(weight|bias)$"))
 
 
 def is_hf_ast(state_dict: Mapping[str, torch.Tensor]) -> bool:
@@ -52,28 +56,7 @@ def is_hf_ast(state_dict: Mapping[str, torch.Tensor]) -> bool:
 
 def convert_hf_ast(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename (and fuse QKV of) an HF AST state dict; raise on keys zoo does not know."""
-    out: dict[str, torch.Tensor] = {}
-    qkv: dict[tuple[int, str], dict[int, torch.Tensor]] = {}
-    for key, value in state_dict.items():
-        name = key[len(_ROOT):] if key.startswith(_ROOT) else key
-        if name in _EMBEDDINGS:
-            out[_EMBEDDINGS[name]] = value
-            continue
-        match = _BLOCK_KEY.match(name)
-        if match is None:
-            raise ValueError(f"HF AST checkpoint has a key zoo does not know: {key!r}")
-        index, sub, kind = int(match[1]), match[2], match[3]
-        if sub in _QKV:
-            qkv.setdefault((index, kind), {})[_QKV[sub]] = value
-        elif sub in _BLOCK:
-            out[f"encoder.blocks.{index}.{_BLOCK[sub]}.{kind}"] = value
-        else:
-            raise ValueError(f"HF AST checkpoint has a key zoo does not know: {key!r}")
-    for (index, kind), parts in sorted(qkv.items()):
-        if sorted(parts) != [0, 1, 2]:
-            raise ValueError(f"HF AST checkpoint: layer {index} lacks one of query/key/value {kind}")
-        out[f"encoder.blocks.{index}.attn.qkv.{kind}"] = torch.cat([parts[0], parts[1], parts[2]])
-    return out
+    return convert_block_keys(state_dict, _LAYOUT)
 
 
 def ast_args_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:

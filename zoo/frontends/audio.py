@@ -205,21 +205,7 @@ class Filterbank(nn.Module):
                 lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, S) -> (B, target_frames, num_mel_bins); resamples if ``sample_rate`` differs."""
         c = self.config
-        if waveform.ndim != 2:
-            raise ValueError(
-                f"expected mono waveforms (B, S), got shape {tuple(waveform.shape)}; add a batch "
-                "dimension with x[None] for one clip, and mix stereo down with x.mean(dim=1)"
-            )
-        # one cheap sum first: NaN / Inf anywhere makes it non-finite
-        if not torch.isfinite(waveform.sum()) and not torch.isfinite(waveform).all():
-            raise ValueError("waveform holds NaN or Inf samples")
-        if sample_rate is not None and sample_rate != c.sample_rate:
-            import torchaudio.functional as AF
-
-            logger.info("resampling audio from %d Hz to the model's %d Hz", sample_rate, c.sample_rate)
-            waveform = AF.resample(waveform.float(), sample_rate, c.sample_rate)
-            if lengths is not None:
-                lengths = torch.div(lengths * c.sample_rate, sample_rate, rounding_mode="floor")
+        waveform, lengths = prepare_waveforms(waveform, lengths, sample_rate, c.sample_rate)
         log_mel, valid = self.log_mel(waveform, lengths)
         log_mel = log_mel[:, :c.target_frames]          # cut first: padding is written once, below
         if bool((valid < log_mel.shape[1]).any()):      # frames past a clip's end are padding
@@ -232,6 +218,30 @@ class Filterbank(nn.Module):
         # frames are 0 in the log domain, i.e. -mean / (2 * std) once normalised
         log_mel = log_mel.sub_(c.mean).div_(2 * c.std)
         return fit_frames(log_mel, c.target_frames, value=-c.mean / (2 * c.std))
+
+
+def prepare_waveforms(waveform: torch.Tensor, lengths: torch.Tensor | None,
+                      sample_rate: int | None, model_rate: int
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Check a batch of mono waveforms (B, S) (clear errors for other shapes and for NaN / Inf
+    samples) and resample it from ``sample_rate`` to ``model_rate`` (Hz) when they differ,
+    scaling ``lengths`` (valid samples per clip) with it."""
+    if waveform.ndim != 2:
+        raise ValueError(
+            f"expected mono waveforms (B, S), got shape {tuple(waveform.shape)}; add a batch "
+            "dimension with x[None] for one clip, and mix stereo down with x.mean(dim=1)"
+        )
+    # one cheap sum first: NaN / Inf anywhere makes it non-finite
+    if not torch.isfinite(waveform.sum()) and not torch.isfinite(waveform).all():
+        raise ValueError("waveform holds NaN or Inf samples")
+    if sample_rate is not None and sample_rate != model_rate:
+        import torchaudio.functional as AF
+
+        logger.info("resampling audio from %d Hz to the model's %d Hz", sample_rate, model_rate)
+        waveform = AF.resample(waveform.float(), sample_rate, model_rate)
+        if lengths is not None:
+            lengths = torch.div(lengths * model_rate, sample_rate, rounding_mode="floor")
+    return waveform, lengths
 
 
 def fit_frames(fbank: torch.Tensor, target_frames: int, value: float = 0.0) -> torch.Tensor:
