@@ -5,7 +5,7 @@ strings of 1-10 digits from FSDD takes 0-4, never trained on) by word error rate
 torchmetrics) and string error rate (SER: strings with any error), clean and with white noise
 at the given SNRs (dB, over each string's samples; a fixed seed):
 
-- ``ctc``: a speech model (default ``ctc_tiny_d6_8k.fsdd_digits``) decodes each string whole;
+- ``ctc``: a speech model (default ``ctc_tiny_d4_8k.fsdd_digits``) decodes each string whole;
 - ``chained``: the published isolated-digit classifier (``ast_tiny_d6_8k.fsdd``) classifies
   the words an energy detector finds: 25 ms frames every 10 ms, a frame is speech when its
   level is within 35 dB of the string's loudest frame, pauses under 60 ms are bridged, segments
@@ -121,7 +121,7 @@ def ctc_transcripts(model: Any, waves: list[torch.Tensor], *, beam_width: int = 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="ctc_tiny_d6_8k.fsdd_digits")
+    p.add_argument("--model", default="ctc_tiny_d4_8k.fsdd_digits")
     p.add_argument("--classifier", default="ast_tiny_d6_8k.fsdd")
     p.add_argument("--strings", type=int, default=1000)
     p.add_argument("--snr", type=float, nargs="*", default=[20.0], help="white-noise SNRs (dB)")

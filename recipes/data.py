@@ -63,6 +63,7 @@ class SplitDataModule(L.LightningDataModule):
         self._train_loader: DataLoader | None = None
         self._loader_state: dict[str, Any] | None = None   # restored, not yet applied
         self.collate_fn: Callable[[list], Any] | None = None  # None: PyTorch's default
+        self.sorted_epochs = 0   # training epochs in length order (datasets with lengths)
 
     @property
     def classes(self) -> list[str]:
@@ -89,7 +90,8 @@ class SplitDataModule(L.LightningDataModule):
         return resumable_loader(dataset, batch_size=self.batch_size, shuffle=shuffle,
                                 seed=self.seed, num_workers=self.num_workers,
                                 num_replicas=world, rank=rank, collate_fn=self.collate_fn,
-                                lengths=getattr(dataset, "lengths_for_batching", None))
+                                lengths=getattr(dataset, "lengths_for_batching", None),
+                                sorted_epochs=self.sorted_epochs)
 
     def train_dataloader(self) -> DataLoader:
         self._train_loader = self._loader(self.train_set, shuffle=True)

@@ -130,7 +130,8 @@ def card_metrics(tested: dict[str, float], dataset: str, modality: str) -> dict[
     if modality == "series":
         return {f"{dataset} test mse": tested["test/mse"], f"{dataset} test mae": tested["test/mae"]}
     if modality == "speech":   # error rates in %
-        return {f"{dataset} test {name}": 100 * tested[f"test/{name}"] for name in ("wer", "ser", "cer")}
+        return {f"{dataset} test {name} (%)": 100 * tested[f"test/{name}"]
+                for name in ("wer", "ser", "cer")}
     metrics = {f"{dataset} test top-1": 100 * tested["test/acc"]}
     if "test/top5" in tested:
         metrics[f"{dataset} test top-5"] = 100 * tested["test/top5"]

@@ -75,12 +75,15 @@ class ResumableSampler(Sampler[int]):
 
     def __init__(self, num_samples: int, *, batch_size: int, shuffle: bool, seed: int = 0,
                  num_replicas: int = 1, rank: int = 0, pad: bool = False,
-                 lengths: Sequence[int] | None = None) -> None:
+                 lengths: Sequence[int] | None = None, sorted_epochs: int = 0) -> None:
         if num_samples < 1:
             raise ValueError("cannot sample from an empty dataset")
         if lengths is not None and len(lengths) != num_samples:
             raise ValueError(f"{len(lengths)} lengths for {num_samples} samples")
+        if sorted_epochs and lengths is None:
+            raise ValueError("sorted_epochs needs the samples' lengths")
         self.lengths = torch.as_tensor(lengths) if lengths is not None else None
+        self.sorted_epochs = sorted_epochs
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
         self.num_samples, self.batch_size, self.shuffle = num_samples, batch_size, shuffle
@@ -112,9 +115,11 @@ class ResumableSampler(Sampler[int]):
         """``order`` rearranged so that each batch holds samples of similar length (less
         padding): shuffled, it is cut into pools of :data:`LENGTH_POOL` batches, each pool sorted
         by length and cut into batches, and the batches of all pools shuffled (from the same
-        (seed, epoch) generator); unshuffled, it is sorted by length."""
+        (seed, epoch) generator); unshuffled, and in the first ``sorted_epochs`` epochs
+        (SortaGrad, Amodei et al. 2016: short utterances first steady CTC's start), it is
+        sorted by length, shortest first."""
         lengths = self.lengths[order]
-        if not self.shuffle:
+        if not self.shuffle or self.epoch < self.sorted_epochs:
             return order[torch.sort(lengths, stable=True).indices]
         pool = self.batch_size * self.num_replicas * LENGTH_POOL
         pieces = [chunk[torch.sort(chunk_lengths, stable=True).indices]
@@ -150,12 +155,12 @@ class ResumableSampler(Sampler[int]):
 def resumable_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, seed: int,
                      num_workers: int = 0, num_replicas: int = 1, rank: int = 0,
                      collate_fn: Callable[[list], Any] | None = None,
-                     lengths: Sequence[int] | None = None) -> DataLoader:
+                     lengths: Sequence[int] | None = None, sorted_epochs: int = 0) -> DataLoader:
     """A loader whose order depends on (seed, epoch) only; the training split pads its shards
     so that all ranks step together, evaluation splits never repeat a sample."""
     sampler = ResumableSampler(len(dataset), batch_size=batch_size, shuffle=shuffle, seed=seed,
                                num_replicas=num_replicas, rank=rank, pad=shuffle,
-                               lengths=lengths)
+                               lengths=lengths, sorted_epochs=sorted_epochs if shuffle else 0)
     # the loader's own generator: making an iterator must not draw from the global RNG
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn,
                       num_workers=num_workers, persistent_workers=num_workers > 0,
@@ -219,8 +224,17 @@ class TrainingState(L.Callback):
         if (sampler := self._sampler(trainer)) is not None:
             sampler.batches_done += 1
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # training is over: later test / predict runs (which restore a checkpoint's state,
+        # with its own training time) must neither add to it nor replace it
+        self._final = self.elapsed()
+
+    _final: float | None = None
+
     def elapsed(self) -> float:
         """Training seconds so far, including those before any resume."""
+        if self._final is not None:
+            return self._final
         running = time.perf_counter() - self._started if self._started is not None else 0.0
         return self.train_time_s + running
 

@@ -41,6 +41,10 @@ class SpeechDataModule(SplitDataModule):
     """Connected FSDD digit strings (``dataset="fsdd_digits"``) as (features (B, T, F), frames
     (B,), transcripts) for the speech model ``model_name``.
 
+    The first ``sorted_epochs`` training epochs go through the strings shortest first
+    (SortaGrad: CTC learns its first alignments on short strings); later epochs are shuffled,
+    each batch of similar lengths.
+
     Splits by FSDD take: test strings from takes 0-4 (``test_strings`` of them, seed
     :data:`TEST_SEED`), validation from takes 5-9, training from takes 10-49 (``holdout=True``)
     or 5-49 (``holdout=False``; validation then reports strings of trained recordings). Each
@@ -63,7 +67,7 @@ class SpeechDataModule(SplitDataModule):
                  augment: bool = True, noise_kinds: Sequence[NoiseKind] = (),
                  noise_snr_db: tuple[float, float] = (5.0, 30.0), noise_p: float = 0.5,
                  time_stretch: float = 1.0, freq_mask: int = 0, time_mask: int = 0,
-                 num_masks: int = 2, seed: int = 0) -> None:
+                 num_masks: int = 2, sorted_epochs: int = 1, seed: int = 0) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if dataset not in SPEECH_DATASETS:
             raise ValueError(f"speech dataset must be one of {SPEECH_DATASETS}, got {dataset!r}")
@@ -82,6 +86,7 @@ class SpeechDataModule(SplitDataModule):
         self.augment, self.time_stretch = augment, time_stretch
         self.freq_mask, self.time_mask, self.num_masks = freq_mask, time_mask, num_masks
         self.collate_fn = collate_strings
+        self.sorted_epochs = sorted_epochs
         self.vocabulary = list(model.tokens)
         if self.fbank.sample_rate != 8000:
             raise ValueError(f"FSDD digit strings are 8 kHz; {model_name} takes "

@@ -156,8 +156,10 @@ def test_encoder_from_and_pretrained_together_are_refused(tmp_path):
 # --- every registered audio variant, shrunk ---------------------------------------------------
 
 def _build(name: str, **kwargs):
+    """A shrunk variant with a classifier (encoder-only weights, such as Whisper's, register
+    no classes: 0 would return pooled features)."""
     torch.manual_seed(0)
-    return zoo.create_model(name, **{**TINY, "target_frames": 64, **kwargs}).eval()
+    return zoo.create_model(name, **{**TINY, "target_frames": 64, "num_classes": 3, **kwargs}).eval()
 
 
 @pytest.mark.parametrize("name", AUDIO_MODELS)

@@ -137,3 +137,127 @@ def test_fsdd_holdout_switch():
     # without the holdout, the validation clips are among the training clips
     train = full.train_set.tensors[0]
     assert any(torch.equal(train[i], full.val_set.tensors[0][0]) for i in range(len(train)))
+
+
+# --- additive-noise augmentation ---------------------------------------------------------------
+
+def _noise_module(root, **kwargs):
+    from recipes.audio import AudioDataModule
+    from zoo.frontends.audio import FbankConfig
+
+    fbank = FbankConfig(sample_rate=8000, num_mel_bins=32, target_frames=40)
+    return AudioDataModule(dataset="audiofolder", root=str(root), fbank=fbank, batch_size=4,
+                           time_shift=False, **kwargs)
+
+
+def test_noise_augmentation_is_off_by_default(tone_folder):
+    module = _noise_module(tone_folder)
+    module.setup()
+    assert module.noise is None and module.train_set.tensors[0].ndim == 3   # cached filterbanks
+    from zoo.data.noise import NoiseAugment
+    unaugmented = _noise_module(tone_folder, augment=False, noise=NoiseAugment())
+    assert unaugmented.noise is None                 # augment: false switches every augmentation off
+    with pytest.raises(ValueError, match=r"noise must be a NoiseAugment \(kinds, snr_db, p, "
+                                         r"babble_talkers\) or None, got dict"):
+        _noise_module(tone_folder, noise={"kinds": ["white"]})
+
+
+def test_noisy_training_batches_are_filterbanks_of_the_noised_waveforms(tone_folder):
+    from types import SimpleNamespace
+
+    from zoo.data.noise import NoiseAugment
+    from zoo.frontends.audio import Filterbank
+
+    noise = NoiseAugment(kinds=("white", "babble"), snr_db=(5.0, 15.0), p=1.0)
+    module, clean = _noise_module(tone_folder, noise=noise), _noise_module(tone_folder)
+    module.setup(), clean.setup()
+    waves, lengths, targets = module.train_set.tensors
+    assert waves.shape == (12, module.fbank.window_samples) == (12, 200 + 39 * 80)
+    assert torch.equal(targets, clean.train_set.tensors[2])
+    padding = torch.arange(waves.shape[1])[None] >= lengths[:, None]
+    assert lengths.max() == waves.shape[1] and not waves[padding].any()   # cut / zero-padded
+    # validation and test stay the cached, clean filterbanks
+    for split in ("val_set", "test_set"):
+        got, want = getattr(module, split), getattr(clean, split)
+        assert (got is None) == (want is None)
+        if got is not None:
+            assert all(torch.equal(a, b) for a, b in zip(got.tensors, want.tensors, strict=True))
+    # without noise, the waveforms give the cached filterbanks and valid frames
+    module.noise = None
+    fbank, valid = module.noisy_filterbanks(waves, lengths)
+    torch.testing.assert_close(fbank, clean.train_set.tensors[0], rtol=0, atol=1e-5)
+    assert torch.equal(valid, clean.train_set.tensors[1])
+    # while training: noise on the waveforms (the global RNG, seeded), then the filterbank
+    module.noise = noise
+    module.trainer = SimpleNamespace(training=True)
+    torch.manual_seed(0)
+    noisy, labels = module.on_after_batch_transfer((waves[:4], lengths[:4], targets[:4]), 0)
+    torch.manual_seed(0)
+    want = Filterbank(module.fbank)(noise(waves[:4], lengths[:4]), lengths=lengths[:4])
+    assert torch.equal(noisy, want) and torch.equal(labels, targets[:4])
+    assert (noisy - clean.train_set.tensors[0][:4]).abs().amax(dim=(1, 2)).min() > 0.1
+    with pytest.raises(RuntimeError, match="waveform batches"):
+        module.trainer = SimpleNamespace(training=False)
+        module.on_after_batch_transfer((waves[:4], lengths[:4], targets[:4]), 0)
+
+
+def test_noise_augmentation_from_shards(tmp_path, tone_folder, one_thread):   # litdata forks
+    from types import SimpleNamespace
+
+    from recipes.audio import AudioDataModule
+    from recipes.streaming import convert_audio_folder
+    from zoo.data.noise import NoiseAugment
+    from zoo.frontends.audio import FbankConfig
+
+    convert_audio_folder(tone_folder, tmp_path / "shards", sample_rate=8000)
+    fbank = FbankConfig(sample_rate=8000, num_mel_bins=32, target_frames=40)
+    module = AudioDataModule(dataset="shards", root=str(tmp_path / "shards"), fbank=fbank,
+                             batch_size=4, noise=NoiseAugment(kinds=("pink",)))
+    memory = _noise_module(tone_folder, noise=NoiseAugment(kinds=("pink",)))
+    module.setup(), memory.setup()
+    batches = list(module.train_dataloader())
+    waves = torch.cat([b[0] for b in batches])
+    lengths = torch.cat([b[1] for b in batches])
+    assert waves.shape == (12, fbank.window_samples)
+    assert sorted(lengths.tolist()) == sorted(memory.train_set.tensors[1].tolist())
+    val = next(iter(module.val_dataloader()))
+    assert val[0].ndim == 3                                           # clean filterbanks
+    module.trainer = SimpleNamespace(training=True)
+    noisy, _ = module.on_after_batch_transfer(batches[0], 0)
+    assert noisy.shape == (4, 40, 32)
+
+
+def test_noise_settings_from_the_command_line(tmp_path, tone_folder):
+    out = tmp_path / "ft"
+    code = cli.main(["finetune", "ast_tiny_d6_8k", "--data", str(tone_folder), "--no-pretrained",
+                     "--epochs", "1", "--batch-size", "4", "--num-workers", "0", "--output", str(out),
+                     "--model.model_kwargs.depth=1",
+                     "--data.noise={kinds: [white, babble], snr_db: [10, 20], p: 0.5}", *QUIET])
+    assert code == 0
+    import yaml
+    saved = yaml.safe_load((out / "config.yaml").read_text())["data"]["init_args"]["noise"]
+    assert saved == {"kinds": ["white", "babble"], "snr_db": [10.0, 20.0], "p": 0.5,
+                     "babble_talkers": [1, 3]}
+    with pytest.raises(ValueError, match=r"p must be a probability in \[0, 1\], got 2.0"):
+        from recipes.cli import build
+        build(["--config", FSDD_CONFIG, "--data.noise.p=2"])
+
+
+def test_stacked_waveforms_give_the_cached_filterbanks(caplog):
+    from recipes.audio import compute_filterbanks, stack_waveforms
+    from zoo.frontends.audio import FbankConfig, Filterbank
+
+    config = FbankConfig(sample_rate=8000, num_mel_bins=64, target_frames=100)
+    gen = torch.Generator().manual_seed(0)
+    clips = [0.1 * torch.randn(n, generator=gen) for n in (100, 3000, 8120, 10000)]
+    with caplog.at_level("WARNING"):
+        waves, lengths = stack_waveforms(clips, config, names=["a.wav", "b.wav", "c.wav", "d.wav"])
+    assert "a.wav: 100 samples, shorter than one 25 ms frame; padded with silence" in caplog.text
+    assert waves.shape == (4, 8120) and lengths.tolist() == [200, 3000, 8120, 8120]
+    assert torch.equal(waves[3], clips[3][:8120]) and not waves[1, 3000:].any()
+    cached, valid = compute_filterbanks(clips, config)
+    fbank = Filterbank(config)(waves, lengths=lengths)
+    torch.testing.assert_close(fbank, cached, rtol=0, atol=1e-5)
+    assert torch.equal(config.num_frames(lengths).clamp(max=100), valid)
+    with pytest.raises(ValueError, match="no audio clips to stack"):
+        stack_waveforms([], config)

@@ -16,7 +16,7 @@ from recipes.export import card_metrics
 from recipes.train import evaluate
 
 CARDS = sorted(Path("model_cards").glob("*.md"))
-NEEDS_DATA = {"fsdd": "fsdd/recordings", "etth1": "ett/ETTh1.csv"}
+NEEDS_DATA = {"fsdd": "fsdd/recordings", "fsdd_digits": "fsdd/recordings", "etth1": "ett/ETTh1.csv"}
 
 
 def _card(path: Path) -> tuple[str, dict[str, str], dict]:
@@ -83,3 +83,37 @@ def test_reproduce_script_reads_every_card(card):
     assert parsed.metrics == {k: float(v) for k, v in printed.items()} and parsed.metrics
     assert set(parsed.metrics) <= set(reproduce.TOLERANCE)
     assert parsed.train_seconds and parsed.train_seconds > 0
+
+
+def _benchmark(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+NOISE_CARDS = [p for p in CARDS if "## Noise robustness" in p.read_text()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("card", NOISE_CARDS, ids=[p.stem for p in NOISE_CARDS])
+def test_card_noise_table_matches_a_fresh_evaluation(card, one_thread):
+    """The card's noise robustness table is what benchmarks/noise_robustness.py gives today
+    on the bundled weights (same seed, same protocol)."""
+    root = Path(os.environ.get("ZOO_DATA", "")) / "fsdd" / "recordings"
+    if not os.environ.get("ZOO_DATA") or not root.exists():
+        pytest.skip("FSDD not found: set ZOO_DATA to the folder holding fsdd/recordings")
+    noise = _benchmark("noise_robustness")
+    printed = noise.read_card_section(card)
+    kinds = list(printed)
+    snrs = [float(c.removesuffix(" dB")) for c in printed[kinds[0]] if c != "clean"]
+    result = noise.evaluate(card.stem, kinds=kinds, snrs=snrs)
+    for kind, row in printed.items():
+        assert row["clean"] == pytest.approx(round(result["clean"], 2), abs=1e-9)
+        for column, value in row.items():
+            if column != "clean":
+                got = result["noisy"][kind][f"{float(column.removesuffix(' dB')):g}"]
+                assert round(got, 2) == pytest.approx(value, abs=1e-9), (kind, column)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ def fsdd_root() -> Path:
 
 def _tiny(**kwargs) -> SpeechRecognizer:
     torch.manual_seed(0)
-    return zoo.create_model("ctc_tiny_d6_8k", **{**TINY, **kwargs})
+    return zoo.create_model("ctc_tiny_d4_8k", **{**TINY, **kwargs})
 
 
 def _fake_corpus(speakers=("a", "b"), takes=2, samples=(800, 1600)):
@@ -116,6 +117,12 @@ def test_sampler_groups_lengths_and_keeps_every_sample():
     assert list(sampler) != order                        # another epoch, another order
     evaluation = list(ResumableSampler(500, batch_size=10, shuffle=False, lengths=lengths))
     assert [lengths[i] for i in evaluation] == sorted(lengths)
+    sortagrad = ResumableSampler(500, batch_size=10, shuffle=True, lengths=lengths, sorted_epochs=1)
+    assert [lengths[i] for i in sortagrad] == sorted(lengths)     # epoch 0: shortest first
+    sortagrad.set_epoch(1)
+    assert [lengths[i] for i in sortagrad] != sorted(lengths)
+    with pytest.raises(ValueError, match="sorted_epochs needs the samples' lengths"):
+        ResumableSampler(500, batch_size=10, shuffle=True, sorted_epochs=1)
 
 
 # --- decoding -------------------------------------------------------------------------------------
@@ -182,12 +189,14 @@ def test_padded_batch_gives_each_clip_its_own_output():
     lengths = torch.tensor([8000, 5000, 2600])
     with torch.no_grad():
         log_probs, tokens = model(waves, lengths)
-        assert log_probs.shape == (3, 25, 11) and tokens.tolist() == [25, 16, 8]
+        # 98 frames, padded to 128 (FRAME_BUCKET): 32 tokens, of which each clip's are valid
+        assert log_probs.shape == (3, 32, 11) and tokens.tolist() == [25, 16, 8]
         for i, n in enumerate(lengths.tolist()):
             alone, count = model(waves[i:i + 1, :n])
             assert int(count) == tokens[i]
-            torch.testing.assert_close(alone[0], log_probs[i, :tokens[i]], atol=1e-5, rtol=1e-5)
-    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3, 25), atol=1e-5)
+            torch.testing.assert_close(alone[0, :count], log_probs[i, :tokens[i]], atol=1e-5,
+                                       rtol=1e-5)
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3, 32), atol=1e-5)
 
 
 def test_vocabulary_encode_decode_and_errors():
@@ -202,7 +211,7 @@ def test_vocabulary_encode_decode_and_errors():
     with pytest.raises(ValueError, match="may not contain the separator"):
         _tiny(tokens=["a b"])
     with pytest.raises(ValueError, match="takes tokens=, not num_classes="):
-        zoo.create_model("ctc_tiny_d6_8k", num_classes=3)
+        zoo.create_model("ctc_tiny_d4_8k", num_classes=3)
 
 
 def test_transcribe_takes_lists_batches_and_other_rates():
@@ -262,13 +271,16 @@ def speech_run(tmp_path_factory, fsdd_root):
     from recipes.train import train
 
     run = tmp_path_factory.mktemp("speech") / "run"
-    args = ["--config", "configs/audio/ctc_tiny_d6_digits.yaml",
+    args = ["--config", "configs/audio/ctc_tiny_d4_digits.yaml",
             f"--trainer.default_root_dir={run}", "--trainer.max_epochs=1",
             "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
             f"--data.root={fsdd_root.parent}", "--data.train_strings=64", "--data.val_strings=8",
             "--data.test_strings=16", "--data.batch_size=16", "--data.max_digits=3"]
     args += [f"--model.model_kwargs.{k}={v}" for k, v in TINY.items()]
-    return run, train(args, overwrite=True)
+    started = time.perf_counter()
+    result = train(args, overwrite=True)
+    result["wall_s"] = time.perf_counter() - started
+    return run, result
 
 
 def test_recipe_trains_tests_and_transcribes(speech_run, tmp_path, capsys):
@@ -278,6 +290,8 @@ def test_recipe_trains_tests_and_transcribes(speech_run, tmp_path, capsys):
     metrics = result["metrics"]
     assert set(metrics) >= {"test/wer", "test/cer", "test/ser", "test/loss"}
     assert result["num_test"] == 16 and 0 <= metrics["test/ser"] <= 1
+    # the training time counts training once (testing a checkpoint restores its saved time)
+    assert 0 < result["train_time_s"] < result["wall_s"]
     ckpt = run / "checkpoints" / "last.ckpt"
     wav = tmp_path / "three.wav"
     sf.write(wav, (np.random.default_rng(0).standard_normal(8000) * 0.05).astype("float32"), 8000)
@@ -309,3 +323,10 @@ def test_cli_transcribe_handles_bad_files(speech_run, tmp_path, capsys):
     assert len(rows) == 2 and all(row.split(",")[-1] for row in rows)
     assert main(["transcribe", "vit_nano_patch4_16.digits", str(short)]) == 2
     assert "does not recognise speech" in capsys.readouterr().err
+
+
+def test_finetune_names_the_speech_recipe(tmp_path, capsys):
+    from zoo.cli import main
+
+    assert main(["finetune", "ctc_tiny_d4_8k", "--data", str(tmp_path)]) == 2
+    assert "zoo train configs/audio/ctc_tiny_d4_digits.yaml" in capsys.readouterr().err

@@ -311,7 +311,7 @@ def test_fewer_frames_than_30_s_train_and_predict():
 @pytest.mark.parametrize("name", ["whisper_tiny", "whisper_large_v3"])
 def test_waveform_and_its_log_mel_agree_and_round_trip(name, tmp_path):
     torch.manual_seed(0)
-    model = zoo.create_model(name, target_frames=64, **TINY).eval()
+    model = zoo.create_model(name, target_frames=64, num_classes=2, **TINY).eval()
     wave = 0.1 * torch.randn(2, 8000, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         from_wave = model(wave)
@@ -348,3 +348,33 @@ def test_hf_config_json_maps_to_zoo_arguments():
     assert args == dict(embed_dim=64, depth=2, num_heads=2, mlp_hidden=128, act="gelu",
                         num_mel_bins=128, max_positions=1500, target_frames=3000, proj_dim=32,
                         pos_drop_rate=0.1, proj_drop_rate=0.1, attn_drop_rate=0.0, num_classes=5)
+
+
+def test_whisper_finetunes_on_an_audio_folder_and_predicts(tmp_path, tone_folder, tone, capsys):
+    """`zoo finetune whisper_tiny --data DIR`, shrunk: Whisper's log-mel feeds the recipe's data
+    module (1-s chunks here), and `zoo predict` reads the checkpoint back."""
+    import json
+
+    import soundfile as sf
+
+    from zoo import cli
+
+    out = tmp_path / "ft"
+    code = cli.main(["finetune", "whisper_tiny", "--data", str(tone_folder), "--no-pretrained",
+                     "--epochs", "6", "--lr", "2e-3", "--batch-size", "4", "--num-workers", "0",
+                     "--warmup-epochs", "1", "--output", str(out),
+                     "--model.model_kwargs.embed_dim=32", "--model.model_kwargs.depth=1",
+                     "--model.model_kwargs.num_heads=2", "--model.model_kwargs.target_frames=100",
+                     "--trainer.enable_progress_bar=false"])
+    assert code == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["metrics"]["test/acc"] == 1.0 and result["num_train"] == 12
+    capsys.readouterr()
+    clip = tmp_path / "probe.wav"
+    sf.write(clip, tone(300.0, 0.5, 22050, seed=99).numpy(), 22050)
+    assert cli.main(["predict", str(out / "checkpoints" / "best.ckpt"), str(clip), "--top-k", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[0] == "low"
+    with pytest.raises(ValueError, match="gain_db and time_stretch work on Kaldi filterbanks"):
+        from recipes.audio import AudioDataModule
+        AudioDataModule(dataset="audiofolder", root=str(tone_folder), model_name="whisper_tiny",
+                        gain_db=6.0)

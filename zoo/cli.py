@@ -58,6 +58,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         default = " (default)" if w is entry.weights[0] else ""
         if entry.modality == "series":
             what = ("  columns", ", ".join(w.labels or ()) or "any")
+        elif entry.modality == "speech":
+            what = ("  vocabulary", " ".join(map(str, entry.args.get("tokens", ()))))
         else:
             kind = "features only" if w.num_classes == 0 else \
                 w.labels if isinstance(w.labels, str) else "custom"
@@ -150,6 +152,10 @@ def finetune_arguments(args: argparse.Namespace) -> list[str]:
     """`zoo finetune NAME --data DIR ...` as LightningCLI arguments (the user's own
     ``--key=value`` overrides come after them, so they win)."""
     entry, _ = get_entry(args.name)  # fail fast on a bad name
+    if entry.modality not in FINETUNE_CLASSES:
+        raise ValueError(f"{args.name} is a {entry.modality} model; `zoo finetune` takes folders "
+                         "of classes or a CSV. Train a speech recogniser from a config: zoo train "
+                         "configs/audio/ctc_tiny_d4_digits.yaml (connected digits)")
     data = Path(args.data)
     series = entry.modality == "series"
     if series and not data.is_file():

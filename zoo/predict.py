@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -31,7 +31,7 @@ from zoo.data.images import (
     preprocess_settings,
     resolve_labels,
 )
-from zoo.frontends.audio import AudioFrontEnd
+from zoo.frontends import AudioFeatureConfig
 from zoo.models.base import Classifier, require_pretrained_cfg
 from zoo.models.ctc import SpeechRecognizer, Transcript
 
@@ -73,7 +73,7 @@ def audio_windows(wave: torch.Tensor, config: Any) -> list[tuple[int, int]]:
     """(start, end) samples of the windows a long clip (S,) is classified by: the model's own
     window (``target_frames`` frames), every half window, the last one ending at the clip's
     end; a clip that fits is one window."""
-    size = config.frame_length + (config.target_frames - 1) * config.frame_shift
+    size = config.window_samples
     total = wave.numel()
     if total <= size:
         return [(0, total)]
@@ -88,10 +88,10 @@ class FileReader:
     window of an audio clip with the windows' (start, end) in samples."""
 
     def __init__(self, model: Classifier) -> None:
-        front_end = model.front_end
-        self.audio = isinstance(front_end, AudioFrontEnd)
-        if isinstance(front_end, AudioFrontEnd):
-            self.config = front_end.fbank_config
+        self.audio = model.modality == "audio"
+        if self.audio:
+            # AST's filterbank or Whisper's log-mel settings
+            self.config: AudioFeatureConfig = cast(AudioFeatureConfig, model.fbank_config)
         else:
             preprocess = require_pretrained_cfg(model, "reading images for a model").preprocess
             self.transform = eval_transform(preprocess["input_size"][-1],
@@ -101,7 +101,7 @@ class FileReader:
         if not self.audio:
             return [self.transform(load_image(path))], [(0, 0)]
         wave, _ = load_audio(path, sample_rate=self.config.sample_rate)
-        if wave.numel() < self.config.frame_length:
+        if wave.numel() < self.config.min_samples:
             raise ValueError(f"{path}: {wave.numel()} samples at {self.config.sample_rate} Hz "
                              f"is shorter than one {self.config.frame_length_ms:g} ms frame")
         windows = audio_windows(wave, self.config)
@@ -113,11 +113,12 @@ def batch_inputs(model: Classifier, items: list[torch.Tensor], audio: bool) -> t
     into filterbanks (B, T, F), each clip's own frames."""
     if not audio:
         return torch.stack(items)
-    if not isinstance(model.front_end, AudioFrontEnd):
+    if model.modality != "audio":
         raise TypeError(f"{type(model).__name__} does not take audio")
     lengths = torch.tensor([w.numel() for w in items])
     waves = torch.nn.utils.rnn.pad_sequence(items, batch_first=True)
-    return model.front_end.filterbank(waves, lengths=lengths)   # (B, T, F): each clip's frames
+    filterbank = cast(Callable[..., torch.Tensor], model.filterbank)
+    return filterbank(waves, lengths=lengths)   # (B, T, F): each clip's frames
 
 
 def predict_files(model: Classifier, paths: Sequence[Path], *, batch_size: int = 32,

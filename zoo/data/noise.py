@@ -169,7 +169,7 @@ def mix_at_snr(clean: torch.Tensor, noise: torch.Tensor, snr_db: torch.Tensor | 
         raise ValueError(f"snr_db must be finite, got {snr.tolist()}")
     inside = _valid_mask(lengths, batch, samples, clean.device)
     noise = noise.to(clean.dtype) * inside                   # noise over the valid samples only
-    # mean squares over the valid samples (the clip's padding is 0, or masked out here)
+    # energies over the valid samples: same count of samples, so their ratio is P_x / P_n
     p_clean = (clean * inside).square().sum(dim=1, dtype=torch.float64)             # (B,)
     p_noise = noise.square().sum(dim=1, dtype=torch.float64)
     ratio = 10.0 ** (snr.to(clean.device) / 10.0)

@@ -80,6 +80,16 @@ class FbankConfig:
     def n_fft(self) -> int:
         return 1 << (self.frame_length - 1).bit_length()
 
+    @property
+    def min_samples(self) -> int:
+        """The shortest clip with a frame: one frame (200 samples at 8 kHz)."""
+        return self.frame_length
+
+    @property
+    def window_samples(self) -> int:
+        """Samples the ``target_frames`` frames cover (8,120 at 8 kHz and 100 frames)."""
+        return self.frame_length + (self.target_frames - 1) * self.frame_shift
+
     @overload
     def num_frames(self, num_samples: int) -> int: ...
     @overload

@@ -29,6 +29,10 @@ from zoo.layers.pos_embed import Rotary1d, RotaryTable
 logger = logging.getLogger(__name__)
 
 SUBSAMPLING = 4   # frames per token
+# Filterbanks are zero-padded to a multiple of this many frames before the stem: the CPU
+# convolution kernels keep buffers per input shape, and utterances of every length would
+# otherwise grow memory without bound (measured: +2 GB over 300 lengths of one conv layer).
+FRAME_BUCKET = 32
 
 
 def _halve(length: torch.Tensor) -> torch.Tensor:
@@ -64,7 +68,8 @@ class SpeechFrontEnd(FrontEnd):
     """
 
     def __init__(self, *, fbank: FbankConfig, embed_dim: int, head_dim: int,
-                 stem_channels: int = 64, rope_theta: float = 10000.0) -> None:
+                 stem_channels: int = 64, rope_theta: float = 10000.0,
+                 conv_pos_kernel: int = 0, conv_pos_groups: int = 16) -> None:
         super().__init__()
         self.fbank_config = fbank
         self.filterbank = Filterbank(fbank)
@@ -73,6 +78,13 @@ class SpeechFrontEnd(FrontEnd):
         bins = ((fbank.num_mel_bins - 1) // 2 - 1) // 2 + 1      # after the two stride-2 convs
         self.proj = nn.Linear(stem_channels * bins, embed_dim)
         self.rotary = Rotary1d(head_dim, theta=rope_theta)
+        # wav2vec 2.0's convolutional positions: a grouped convolution over the tokens, added
+        # to them; it hands the encoder local context from the start
+        self.conv_pos = nn.Conv1d(embed_dim, embed_dim, conv_pos_kernel,
+                                  padding=conv_pos_kernel // 2, groups=conv_pos_groups) \
+            if conv_pos_kernel else None
+        if conv_pos_kernel and conv_pos_kernel % 2 == 0:
+            raise ValueError(f"conv_pos_kernel must be odd (centred), got {conv_pos_kernel}")
         self.grid_size = (0,)   # any number of tokens
 
     no_weight_decay_names = ()
@@ -104,7 +116,7 @@ class SpeechFrontEnd(FrontEnd):
     def forward(self, fbank: torch.Tensor, frames: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised filterbanks (B, T, F) and frames per clip (B,) -> tokens (B, N, D) and
-        tokens per clip (B,)."""
+        tokens per clip (B,); N covers T padded to a multiple of :data:`FRAME_BUCKET`."""
         bins = self.fbank_config.num_mel_bins
         if fbank.ndim != 3 or fbank.shape[-1] != bins:
             raise ValueError(f"expected filterbanks (B, T, {bins}), got shape {tuple(fbank.shape)}")
@@ -112,13 +124,20 @@ class SpeechFrontEnd(FrontEnd):
         if frames is None:
             frames = torch.full((batch,), num_frames, dtype=torch.long)
         frames = frames.to(torch.long).cpu()
+        if num_frames % FRAME_BUCKET:
+            fbank = F.pad(fbank, (0, 0, 0, FRAME_BUCKET - num_frames % FRAME_BUCKET))
         x = F.gelu(self.stem1(fbank.unsqueeze(1)))                 # (B, C, T/2, F/2)
         middle = _halve(frames)
         if bool((middle < x.shape[2]).any()):
             x = _zero_past(x, middle, 2)
         x = F.gelu(self.stem2(x))                                   # (B, C, T/4, F/4)
         tokens = self.proj(x.permute(0, 2, 1, 3).flatten(2))        # (B, N, D)
-        return tokens, self.token_lengths(frames)
+        lengths = self.token_lengths(frames)
+        if self.conv_pos is not None:
+            if bool((lengths < tokens.shape[1]).any()):
+                tokens = _zero_past(tokens, lengths, 1)
+            tokens = tokens + F.gelu(self.conv_pos(tokens.transpose(1, 2))).transpose(1, 2)
+        return tokens, lengths
 
     def rope_for(self, num_tokens: int, device: torch.device) -> RotaryTable:
         """The rotary table for ``num_tokens`` tokens."""

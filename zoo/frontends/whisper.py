@@ -75,6 +75,26 @@ class WhisperMelConfig:
     def chunk_seconds(self) -> float:
         return self.chunk_samples / self.sample_rate
 
+    @property
+    def min_samples(self) -> int:
+        """The shortest clip with a frame centred on it: one sample."""
+        return 1
+
+    @property
+    def window_samples(self) -> int:
+        """Samples the model sees at once: the chunk (480,000 at 16 kHz)."""
+        return self.chunk_samples
+
+    @property
+    def frame_shift_ms(self) -> float:
+        """Time between frames in ms (10 at 16 kHz)."""
+        return 1000 * self.hop_length / self.sample_rate
+
+    @property
+    def frame_length_ms(self) -> float:
+        """The FFT window in ms (25 at 16 kHz)."""
+        return 1000 * self.n_fft / self.sample_rate
+
     @overload
     def num_frames(self, num_samples: int) -> int: ...
     @overload

@@ -194,9 +194,10 @@ register_model(
     preprocess=_preprocess(**_SPEECH_8K), num_classes=10,
     weights=[dict(  # configs/audio/ast_tiny_d6_fsdd.yaml, stored as float16 (5.5 MB); model_cards/
         tag="fsdd", file="ast_tiny_d6_8k.fsdd.safetensors",
-        sha256="fb52183cdc9df0fe56c0a0629055a4d1bd89b60c73a5ba4444bd1de3b0529e2e",
+        sha256="08718c996f7d0d6ee1af7909652f5f73fcff45a678a508ee028730e00a00e46a",
         labels=tuple(str(i) for i in range(10)), license="apache-2.0",
         metrics={"fsdd test top-1": 99.3333, "fsdd test top-5": 100.0},
-        description="From scratch on the Free Spoken Digit Dataset (standard split).",
+        description="From scratch on the Free Spoken Digit Dataset (standard split), trained "
+                    "with additive noise (robust to white and babble noise; see the card).",
     )],
 )

@@ -179,7 +179,7 @@ def _preprocess(num_mel_bins: int = 80) -> dict[str, Any]:
 
 
 def _openai(tag: str, repo: str, size: str, what: str) -> dict[str, Any]:
-    return dict(tag=tag, hf_hub_id=f"openai/{repo}", license="apache-2.0",
+    return dict(tag=tag, hf_hub_id=f"openai/{repo}", license="apache-2.0", num_classes=0,
                 description=f"OpenAI Whisper {what} ({_PARAMS[size]} parameters with the decoder), "
                             "trained for speech recognition on 680,000 h of web audio; encoder "
                             "only: the text decoder is dropped, pass num_classes= for a new "
