@@ -265,8 +265,14 @@ SIZES = {
 
 
 def test_every_whisper_name_is_in_the_table():
-    assert set(zoo.list_models("whisper*")) == {"whisper", *SIZES}
+    ctc = {f"{name}_ctc" for name in SIZES}
+    assert set(zoo.list_models("whisper*")) == {"whisper", *SIZES, *ctc}
     assert set(zoo.list_models("whisper*", modality="audio")) == {"whisper", *SIZES}
+    assert set(zoo.list_models("whisper*", modality="speech")) == ctc
+    for name in ctc:   # the same OpenAI encoders, under a CTC head
+        assert get_entry(name)[0].args == get_entry(name.removesuffix("_ctc"))[0].args
+        assert [w.hf_hub_id for w in get_entry(name)[0].weights] == \
+            [w.hf_hub_id for w in get_entry(name.removesuffix("_ctc"))[0].weights]
 
 
 @pytest.mark.parametrize("name", sorted(SIZES))
@@ -378,3 +384,29 @@ def test_whisper_finetunes_on_an_audio_folder_and_predicts(tmp_path, tone_folder
         from recipes.audio import AudioDataModule
         AudioDataModule(dataset="audiofolder", root=str(tone_folder), model_name="whisper_tiny",
                         gain_db=6.0)
+
+
+def test_whisper_ctc_reads_an_openai_style_checkpoint_and_transcribes(tmp_path):
+    """`whisper_tiny_ctc` shrunk to the checkpoint's shape: the encoder tokens are
+    transformers' encoder outputs, the CTC head is new, each clip's output is the same alone
+    and in a padded batch, and transcribe / timestamps run on it."""
+    hf = _hf("WhisperForConditionalGeneration", seed=6)
+    hf.save_pretrained(tmp_path)
+    model = zoo.create_model("whisper_tiny_ctc", pretrained=str(tmp_path), embed_dim=64,
+                             depth=2, num_heads=2, mlp_hidden=128, tokens=list("ab "),
+                             separator="").eval()
+    assert type(model).__name__ == "WhisperCTC" and model.head.vocab_size == 3
+    clips = _clips([16000, 40000, 5000], seed=2)
+    extractor = transformers.WhisperFeatureExtractor()
+    with torch.no_grad():
+        hidden = hf.model.encoder(_extract(extractor, clips).transpose(1, 2)).last_hidden_state
+        waves, lengths = _batch(clips)
+        log_probs, tokens = model(waves, lengths)
+        assert (model.forward_features(waves, lengths) - hidden).abs().max() < LOGIT_TOL
+        assert log_probs.shape == (3, 1500, 4) and tokens.tolist() == [50, 125, 16]
+        alone, count = model(clips[2][None])
+        torch.testing.assert_close(alone[0, :count], log_probs[2, :16], atol=1e-5, rtol=1e-5)
+    texts = model.transcribe(clips, sample_rate=16000, timestamps=True)
+    assert len(texts) == 3 and all(set(t.text) <= set("ab ") for t in texts)
+    with pytest.raises(ValueError, match="chunk_seconds \\(40\\) must fit the model's 30 s chunk"):
+        zoo.create_model("whisper_tiny_ctc", chunk_seconds=40.0, **TINY)

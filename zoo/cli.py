@@ -257,7 +257,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from zoo.models.ctc import SpeechRecognizer
+    from zoo.models.ctc import CTCModel
     from zoo.predict import collect_inputs, transcribe_files, write_transcripts
 
     if args.output:
@@ -266,7 +266,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             raise ValueError(f"--output {output} exists; zoo never writes over a file: choose "
                              "another name")
     model = _load_for_predict(args.model, args.pretrained).eval()
-    if not isinstance(model, SpeechRecognizer):
+    if not isinstance(model, CTCModel):
         raise ValueError(f"{args.model} does not recognise speech; `zoo list --modality speech` "
                          "shows the models that do")
     paths = collect_inputs(args.inputs, model)

@@ -33,7 +33,7 @@ from zoo.data.images import (
 )
 from zoo.frontends import AudioFeatureConfig
 from zoo.models.base import Classifier, require_pretrained_cfg
-from zoo.models.ctc import SpeechRecognizer, Transcript
+from zoo.models.ctc import CTCModel, Transcript
 
 logger = logging.getLogger(__name__)
 
@@ -213,13 +213,13 @@ def write_predictions(rows: Sequence[dict[str, Any]], path: str | Path,
     return path
 
 
-def transcribe_files(model: SpeechRecognizer, paths: Sequence[Path], *, beam_width: int = 1,
+def transcribe_files(model: CTCModel, paths: Sequence[Path], *, beam_width: int = 1,
                      timestamps: bool = False, batch_size: int = 16, on_error: str = "raise",
                      progress: bool = True) -> list[dict[str, Any]]:
     """The text of each audio file, in order: dicts with ``path``, ``text``, ``duration`` (s)
     and, with ``timestamps``, ``words`` ([(word, start s, end s, score), ...]), or ``error``
     (skipped with ``on_error="skip"``). Files are decoded one at a time and long recordings
-    run in windows (:meth:`SpeechRecognizer.transcribe`), so memory stays bounded."""
+    run in windows (:meth:`CTCModel.transcribe`), so memory stays bounded."""
     from tqdm.auto import tqdm
 
     if on_error not in ON_ERROR:
@@ -230,7 +230,7 @@ def transcribe_files(model: SpeechRecognizer, paths: Sequence[Path], *, beam_wid
     for path in paths:
         try:
             wave, _ = load_audio(path, sample_rate=rate)       # its errors name the file
-            if wave.numel() < model.fbank_config.frame_length:
+            if wave.numel() < model.fbank_config.min_samples:
                 raise ValueError(f"{path}: {wave.numel()} samples at {rate} Hz is shorter than "
                                  f"one {model.fbank_config.frame_length_ms:g} ms frame")
             result = model.transcribe([wave], beam_width=beam_width, timestamps=timestamps,

@@ -89,16 +89,6 @@ class SpeechFrontEnd(FrontEnd):
 
     no_weight_decay_names = ()
 
-    @property
-    def frame_seconds(self) -> float:
-        """Seconds between frames (0.01)."""
-        return self.fbank_config.frame_shift_ms / 1000
-
-    @property
-    def token_seconds(self) -> float:
-        """Seconds between tokens (0.04)."""
-        return SUBSAMPLING * self.frame_seconds
-
     @staticmethod
     def token_lengths(frames: torch.Tensor) -> torch.Tensor:
         """Tokens (B,) the stem makes from ``frames`` (B,) frames."""

@@ -49,56 +49,54 @@ class Transcript(NamedTuple):
     words: list[Word]
 
 
-class SpeechRecognizer(TokenModel):
-    """Waveforms (B, S) at ``sample_rate`` Hz [+ samples per clip], or normalised filterbanks
-    (B, T, num_mel_bins) [+ frames per clip] -> (log-probabilities (B, N, V + 1), tokens per
-    clip (B,)), N = ceil(T / 4); index 0 is the CTC blank, index i the vocabulary's token i - 1.
-
-    ``chunk_seconds`` / ``chunk_overlap_seconds``: the windows :meth:`transcribe` cuts longer
-    recordings into.
+class CTCModel(TokenModel):
+    """What every CTC speech model offers once its parts exist: the vocabulary (``encode`` /
+    ``decode``), ``forward`` -> (log-probabilities (B, N, V + 1), tokens per clip (B,)), the
+    CTC loss, decoding and :meth:`transcribe`. Subclasses build the front end and say how
+    waveforms become tokens (:meth:`forward_tokens`), the model's ``sample_rate`` and
+    ``fbank_config`` (``min_samples``, ``frame_length_ms``) and ``token_samples`` (samples per
+    token). ``chunk_seconds`` / ``chunk_overlap_seconds`` in ``model_args``: the windows
+    :meth:`transcribe` cuts longer recordings into.
     """
 
-    front_end: SpeechFrontEnd
     head: CTCHead
 
     modality = "speech"
 
-    def __init__(self, *, tokens: Sequence[str] = DIGIT_TOKENS, separator: str = " ",
-                 sample_rate: int = 16000, num_mel_bins: int = 80, mean: float = 0.0,
-                 std: float = 1.0, frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0,
-                 stem_channels: int = 64, conv_pos_kernel: int = 0, embed_dim: int = 256,
-                 depth: int = 12,
-                 num_heads: int = 4, mlp_ratio: float = 4.0, norm_eps: float = 1e-6,
-                 drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 chunk_seconds: float = 8.0, chunk_overlap_seconds: float = 1.0) -> None:
-        args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        args["tokens"] = list(tokens)
-        vocabulary, separator = _check_vocabulary(tokens, separator)
-        if not 0 <= chunk_overlap_seconds < chunk_seconds:
+    def __init__(self, front_end: Any, encoder: Encoder, head: CTCHead,
+                 model_args: dict[str, Any], *, tokens: Sequence[str], separator: str) -> None:
+        chunk, overlap = model_args["chunk_seconds"], model_args["chunk_overlap_seconds"]
+        if not 0 <= overlap < chunk:
             raise ValueError(f"need 0 <= chunk_overlap_seconds < chunk_seconds, got "
-                             f"{chunk_overlap_seconds} and {chunk_seconds}")
-        fbank = FbankConfig(sample_rate=sample_rate, num_mel_bins=num_mel_bins, mean=mean,
-                            std=std, frame_length_ms=frame_length_ms,
-                            frame_shift_ms=frame_shift_ms)
-        front_end = SpeechFrontEnd(fbank=fbank, embed_dim=embed_dim,
-                                   head_dim=embed_dim // num_heads, stem_channels=stem_channels,
-                                   conv_pos_kernel=conv_pos_kernel)
-        block = BlockConfig(embed_dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
-                            norm_eps=norm_eps, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate)
-        encoder = Encoder(EncoderConfig(block=block, depth=depth, drop_path=drop_path_rate))
-        head = CTCHead(embed_dim, len(vocabulary), drop=drop_rate)
-        super().__init__(front_end, encoder, head, model_args=args)
-        self.tokens, self.separator = vocabulary, separator
+                             f"{overlap} and {chunk}")
+        super().__init__(front_end, encoder, head, model_args=model_args)
+        self.tokens, self.separator = tuple(tokens), separator
         self._index = {token: i + 1 for i, token in enumerate(self.tokens)}
 
     @property
     def sample_rate(self) -> int:
-        return self.front_end.fbank_config.sample_rate
+        return self.fbank_config.sample_rate
 
     @property
-    def fbank_config(self) -> FbankConfig:
-        return self.front_end.fbank_config
+    def fbank_config(self) -> Any:
+        raise NotImplementedError
+
+    @property
+    def token_samples(self) -> int:
+        raise NotImplementedError
+
+    def forward_tokens(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
+                       sample_rate: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _encode(self, tokens: torch.Tensor, token_lengths: torch.Tensor,
+                rope: Any = None) -> torch.Tensor:
+        """The encoder over tokens (B, N, D), the padding past each clip's tokens masked."""
+        n = tokens.shape[1]
+        mask = None
+        if bool((token_lengths < n).any()):   # key padding: (B, 1, 1, N), True = attend
+            mask = (torch.arange(n)[None, :] < token_lengths[:, None]).to(tokens.device)[:, None, None]
+        return self.encoder(tokens, mask, rope)
 
     # --- text <-> token ids -----------------------------------------------------------------
 
@@ -123,22 +121,6 @@ class SpeechRecognizer(TokenModel):
         """Waveforms (B, S) or filterbanks (B, T, F) -> encoder tokens (B, N, D) (padding
         tokens included; :meth:`forward_tokens` also says how many are each clip's)."""
         return self.forward_tokens(x, lengths, sample_rate)[0]
-
-    def forward_tokens(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
-                       sample_rate: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Waveforms (B, S) or filterbanks (B, T, F) -> encoder tokens (B, N, D) and tokens per
-        clip (B,). ``lengths``: valid samples (waveforms) or frames (filterbanks) per clip."""
-        if x.ndim == 2:
-            x, lengths = self.front_end.features(x, lengths, sample_rate=sample_rate)
-        elif sample_rate is not None and sample_rate != self.sample_rate:
-            raise ValueError("sample_rate applies to waveforms; a filterbank cannot be resampled")
-        tokens, token_lengths = self.front_end(x, lengths)
-        n = tokens.shape[1]
-        mask = None
-        if bool((token_lengths < n).any()):   # key padding: (B, 1, 1, N), True = attend
-            mask = (torch.arange(n)[None, :] < token_lengths[:, None]).to(tokens.device)[:, None, None]
-        rope = self.front_end.rope_for(n, tokens.device)
-        return self.encoder(tokens, mask, rope), token_lengths
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
                 sample_rate: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,12 +171,12 @@ class SpeechRecognizer(TokenModel):
 
             clips = [AF.resample(c.float(), sample_rate, rate) for c in clips]
         c = self.fbank_config
-        short = [i for i, clip in enumerate(clips) if clip.numel() < c.frame_length]
+        short = [i for i, clip in enumerate(clips) if clip.numel() < c.min_samples]
         if short:
             raise ValueError(f"recording(s) {short} are shorter than one {c.frame_length_ms:g} ms "
-                             f"frame ({c.frame_length} samples at {c.sample_rate} Hz); pad them "
+                             f"frame ({c.min_samples} samples at {c.sample_rate} Hz); pad them "
                              "with silence or drop them")
-        token_samples = SUBSAMPLING * c.frame_shift
+        token_samples = self.token_samples
         args = self.model_args
         plans = [chunk_windows(c.numel(), window=int(args["chunk_seconds"] * rate),
                                overlap=int(args["chunk_overlap_seconds"] * rate),
@@ -230,7 +212,7 @@ class SpeechRecognizer(TokenModel):
         """Each word of ``text`` with its start / end (s) from the CTC alignment."""
         ids = self.encode(text)
         spans = token_spans(log_probs, ids)
-        seconds = self.front_end.token_seconds
+        seconds = self.token_samples / self.sample_rate
         if self.separator:       # every token is a word
             return [Word(self.tokens[s.token - 1], s.start * seconds, s.end * seconds, s.score)
                     for s in spans]
@@ -247,6 +229,61 @@ class SpeechRecognizer(TokenModel):
                 current.append(span)
         return words
 
+
+class SpeechRecognizer(CTCModel):
+    """Waveforms (B, S) at ``sample_rate`` Hz [+ samples per clip], or normalised filterbanks
+    (B, T, num_mel_bins) [+ frames per clip] -> (log-probabilities (B, N, V + 1), tokens per
+    clip (B,)), N = ceil(T / 4); index 0 is the CTC blank, index i the vocabulary's token i - 1.
+    Kaldi log-mel, the 4x convolutional stem (:class:`SpeechFrontEnd`), rotary positions.
+    """
+
+    front_end: SpeechFrontEnd
+
+    def __init__(self, *, tokens: Sequence[str] = DIGIT_TOKENS, separator: str = " ",
+                 sample_rate: int = 16000, num_mel_bins: int = 80, mean: float = 0.0,
+                 std: float = 1.0, frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0,
+                 stem_channels: int = 64, conv_pos_kernel: int = 0, embed_dim: int = 256,
+                 depth: int = 12,
+                 num_heads: int = 4, mlp_ratio: float = 4.0, norm_eps: float = 1e-6,
+                 drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 chunk_seconds: float = 8.0, chunk_overlap_seconds: float = 1.0) -> None:
+        args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        args["tokens"] = list(tokens)
+        vocabulary, separator = check_vocabulary(tokens, separator)
+        fbank = FbankConfig(sample_rate=sample_rate, num_mel_bins=num_mel_bins, mean=mean,
+                            std=std, frame_length_ms=frame_length_ms,
+                            frame_shift_ms=frame_shift_ms)
+        front_end = SpeechFrontEnd(fbank=fbank, embed_dim=embed_dim,
+                                   head_dim=embed_dim // num_heads, stem_channels=stem_channels,
+                                   conv_pos_kernel=conv_pos_kernel)
+        block = BlockConfig(embed_dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                            norm_eps=norm_eps, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate)
+        encoder = Encoder(EncoderConfig(block=block, depth=depth, drop_path=drop_path_rate))
+        head = CTCHead(embed_dim, len(vocabulary), drop=drop_rate)
+        super().__init__(front_end, encoder, head, args, tokens=vocabulary, separator=separator)
+
+    @property
+    def fbank_config(self) -> FbankConfig:
+        return self.front_end.fbank_config
+
+    @property
+    def token_samples(self) -> int:
+        """Samples per token: 4 frame shifts (320 at 8 kHz, 40 ms)."""
+        return SUBSAMPLING * self.fbank_config.frame_shift
+
+    def forward_tokens(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
+                       sample_rate: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Waveforms (B, S) or filterbanks (B, T, F) -> encoder tokens (B, N, D) and tokens per
+        clip (B,). ``lengths``: valid samples (waveforms) or frames (filterbanks) per clip."""
+        if x.ndim == 2:
+            x, lengths = self.front_end.features(x, lengths, sample_rate=sample_rate)
+        elif sample_rate is not None and sample_rate != self.sample_rate:
+            raise ValueError("sample_rate applies to waveforms; a filterbank cannot be resampled")
+        tokens, token_lengths = self.front_end(x, lengths)
+        rope = self.front_end.rope_for(tokens.shape[1], tokens.device)
+        return self._encode(tokens, token_lengths, rope), token_lengths
+
     def input_spec(self) -> dict[str, Any]:
         c = self.fbank_config
         return {"sample_rate": c.sample_rate, "num_mel_bins": c.num_mel_bins,
@@ -255,7 +292,7 @@ class SpeechRecognizer(TokenModel):
                 "separator": repr(self.separator)}   # shown in cards: ' ' is visible
 
 
-def _check_vocabulary(tokens: Sequence[str], separator: str) -> tuple[tuple[str, ...], str]:
+def check_vocabulary(tokens: Sequence[str], separator: str) -> tuple[tuple[str, ...], str]:
     tokens = tuple(tokens)
     if not tokens or any(not isinstance(t, str) or not t for t in tokens):
         raise ValueError(f"tokens must be a non-empty list of non-empty strings, got {list(tokens)}")

@@ -17,6 +17,7 @@ mean-pooled encoder features (``num_classes=0``); pass ``num_classes=`` for a ne
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -24,8 +25,9 @@ from torch import nn
 
 from zoo.encoder import BlockConfig, Encoder, EncoderConfig
 from zoo.frontends.whisper import WhisperFrontEnd, WhisperMelConfig
-from zoo.heads import ClassifierHead
+from zoo.heads import ClassifierHead, CTCHead
 from zoo.models.base import Classifier
+from zoo.models.ctc import DIGIT_TOKENS, CTCModel, check_vocabulary
 from zoo.registry import register_model
 
 logger = logging.getLogger(__name__)
@@ -81,6 +83,31 @@ class WhisperClassifierHead(ClassifierHead):
         return x if pre_logits else self.fc(x)
 
 
+def whisper_encoder(*, sample_rate: int, num_mel_bins: int, target_frames: int, n_fft: int,
+                    hop_length: int, max_positions: int, embed_dim: int, depth: int,
+                    num_heads: int, mlp_ratio: float, mlp_hidden: int | None, act: str,
+                    norm_eps: float, pos_drop_rate: float, proj_drop_rate: float,
+                    attn_drop_rate: float, drop_path_rate: float, attn_window: int | None
+                    ) -> tuple[WhisperFrontEnd, Encoder]:
+    """Whisper's front end (log-mel, conv stem, sinusoid positions) and its encoder, built from
+    the shared blocks (pre-norm, LayerNorm, final norm)."""
+    mel = WhisperMelConfig(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
+                           num_mel_bins=num_mel_bins, target_frames=target_frames)
+    front_end = WhisperFrontEnd(mel=mel, embed_dim=embed_dim, max_positions=max_positions,
+                                pos_drop=pos_drop_rate)
+    # Whisper's key projection has no bias; zoo's fused QKV has one bias for q, k and v.
+    # A key bias b adds q . b to every score of a query, the same for all its keys, and
+    # softmax ignores a constant shift: k's bias is inert, so checkpoints convert exactly
+    # with it set to 0 (and its gradient is 0: it stays there).
+    block = BlockConfig(embed_dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                        mlp_hidden=mlp_hidden, act=act, qkv_bias=True, norm_eps=norm_eps,
+                        placement="pre", proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
+                        attn_window=attn_window)
+    encoder = Encoder(EncoderConfig(block=block, depth=depth, drop_path=drop_path_rate,
+                                    final_norm=True))
+    return front_end, encoder
+
+
 class WhisperEncoderClassifier(Classifier):
     """Waveforms (B, S) at ``sample_rate`` Hz, or Whisper log-mels (B, T, num_mel_bins) (what
     ``WhisperFeatureExtractor`` returns, transposed) -> logits (B, num_classes).
@@ -104,20 +131,8 @@ class WhisperEncoderClassifier(Classifier):
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  attn_window: int | None = None) -> None:
         args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        mel = WhisperMelConfig(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
-                               num_mel_bins=num_mel_bins, target_frames=target_frames)
-        front_end = WhisperFrontEnd(mel=mel, embed_dim=embed_dim, max_positions=max_positions,
-                                    pos_drop=pos_drop_rate)
-        # Whisper's key projection has no bias; zoo's fused QKV has one bias for q, k and v.
-        # A key bias b adds q . b to every score of a query, the same for all its keys, and
-        # softmax ignores a constant shift: k's bias is inert, so checkpoints convert exactly
-        # with it set to 0 (and its gradient is 0: it stays there).
-        block = BlockConfig(embed_dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
-                            mlp_hidden=mlp_hidden, act=act, qkv_bias=True, norm_eps=norm_eps,
-                            placement="pre", proj_drop=proj_drop_rate, attn_drop=attn_drop_rate,
-                            attn_window=attn_window)
-        encoder = Encoder(EncoderConfig(block=block, depth=depth, drop_path=drop_path_rate,
-                                        final_norm=True))
+        front_end, encoder = whisper_encoder(**{k: v for k, v in args.items()
+                                                if k not in ("num_classes", "proj_dim", "drop_rate")})
         head = WhisperClassifierHead(embed_dim, num_classes, proj_dim=proj_dim, drop=drop_rate)
         super().__init__(front_end, encoder, head, model_args=args)
 
@@ -160,6 +175,75 @@ class WhisperEncoderClassifier(Classifier):
 
 
 # --- named variants ----------------------------------------------------------------------------
+
+
+class WhisperCTC(CTCModel):
+    """Whisper's encoder as a CTC speech recogniser: waveforms (B, S) at 16 kHz [+ samples per
+    clip], or log-mels (B, T, num_mel_bins) [+ frames per clip] -> (log-probabilities
+    (B, N, V + 1), tokens per clip (B,)), one token per 20 ms, blank at index 0.
+
+    The encoder reads the whole chunk (``target_frames``; 30 s by default) as Whisper was
+    trained, padding included (no mask, so pretrained encoders see what they saw in training);
+    each clip's tokens are the first ``ceil(frames / 2)``. :meth:`transcribe` cuts longer
+    recordings into ``chunk_seconds`` windows (at most the chunk).
+    """
+
+    front_end: WhisperFrontEnd
+
+    def __init__(self, *, tokens: Sequence[str] = DIGIT_TOKENS, separator: str = " ",
+                 sample_rate: int = 16000, num_mel_bins: int = 80, target_frames: int = 3000,
+                 n_fft: int = 400, hop_length: int = 160, max_positions: int = 1500,
+                 embed_dim: int = 512, depth: int = 6, num_heads: int = 8,
+                 mlp_ratio: float = 4.0, mlp_hidden: int | None = None, act: str = "gelu",
+                 norm_eps: float = 1e-5, drop_rate: float = 0.0, pos_drop_rate: float = 0.0,
+                 proj_drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, attn_window: int | None = None,
+                 chunk_seconds: float = 30.0, chunk_overlap_seconds: float = 2.0) -> None:
+        args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        args["tokens"] = list(tokens)
+        vocabulary, separator = check_vocabulary(tokens, separator)
+        front_end, encoder = whisper_encoder(**{
+            k: v for k, v in args.items() if k not in ("tokens", "separator", "drop_rate",
+                                                       "chunk_seconds", "chunk_overlap_seconds")})
+        chunk = front_end.mel_config.chunk_seconds
+        if chunk_seconds > chunk:
+            raise ValueError(f"chunk_seconds ({chunk_seconds:g}) must fit the model's "
+                             f"{chunk:g} s chunk (target_frames {target_frames})")
+        head = CTCHead(embed_dim, len(vocabulary), drop=drop_rate)
+        super().__init__(front_end, encoder, head, args, tokens=vocabulary, separator=separator)
+
+    @property
+    def fbank_config(self) -> WhisperMelConfig:
+        return self.front_end.mel_config
+
+    @property
+    def token_samples(self) -> int:
+        """Samples per token: 2 hops (320 at 16 kHz, 20 ms)."""
+        return 2 * self.fbank_config.hop_length
+
+    def forward_tokens(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
+                       sample_rate: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Waveforms (B, S) or log-mels (B, T, F) -> encoder tokens (B, N, D) and tokens per
+        clip (B,). ``lengths``: valid samples (waveforms) or frames (log-mels) per clip."""
+        c = self.fbank_config
+        if x.ndim == 2:
+            if lengths is None:
+                lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
+            rate = sample_rate or c.sample_rate
+            frames = c.num_frames(torch.div(lengths.cpu() * c.sample_rate, rate,
+                                            rounding_mode="floor"))
+            x = self.front_end.features(x, sample_rate, lengths)
+        else:
+            frames = torch.full((x.shape[0],), x.shape[1]) if lengths is None else lengths.cpu()
+        tokens = self.encoder(self.front_end(x))
+        counts = torch.div(frames.clamp(max=x.shape[1]) + 1, 2, rounding_mode="floor")
+        return tokens, counts
+
+    def input_spec(self) -> dict[str, Any]:
+        c = self.fbank_config
+        return {"sample_rate": c.sample_rate, "num_mel_bins": c.num_mel_bins, "n_fft": c.n_fft,
+                "hop_length": c.hop_length, "target_frames": c.target_frames,
+                "tokens": list(self.tokens), "separator": repr(self.separator)}
 
 # Encoder sizes of OpenAI's checkpoints (the decoders, dropped here, match them).
 _SIZES = {
@@ -210,3 +294,11 @@ for _name, _size, _repo, _bins, _en_repo in _VARIANTS:
     register_model(_name, modality="audio", builder=WhisperEncoderClassifier,
                    args=dict(num_mel_bins=_bins, **_SIZES[_size]),
                    preprocess=_preprocess(_bins), num_classes=2, weights=_weights)
+    # the same encoder under a CTC head (fresh: OpenAI's checkpoints carry none), for speech
+    # recognition; the default vocabulary is the digits: pass tokens= for another
+    register_model(f"{_name}_ctc", modality="speech", builder=WhisperCTC,
+                   args=dict(num_mel_bins=_bins, **_SIZES[_size]),
+                   preprocess=_preprocess(_bins), num_classes=0,
+                   weights=[{**w, "description": w["description"].split("; encoder only")[0]
+                             + "; encoder only, under a new CTC head (train it before use)"}
+                            for w in _weights])
