@@ -330,3 +330,25 @@ def test_finetune_names_the_speech_recipe(tmp_path, capsys):
 
     assert main(["finetune", "ctc_tiny_d4_8k", "--data", str(tmp_path)]) == 2
     assert "zoo train configs/audio/ctc_tiny_d4_digits.yaml" in capsys.readouterr().err
+
+
+def test_cli_transcribe_mixes_resamples_and_reports(speech_run, tmp_path, capsys):
+    """Stereo at another rate is mixed down and resampled; a silent file gives an empty text
+    (with load_audio's warning); an empty file is refused in one sentence naming it."""
+    from zoo.cli import main
+
+    ckpt = speech_run[0] / "checkpoints" / "last.ckpt"
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, (np.random.default_rng(1).standard_normal((16000, 2)) * 0.05).astype("float32"),
+             16000)
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(8000, dtype="float32"), 8000)
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype="float32"), 8000)
+    out = tmp_path / "out.csv"
+    assert main(["transcribe", str(ckpt), str(stereo), str(silent), str(empty), "--on-error",
+                 "skip", "--output", str(out)]) == 0
+    rows = out.read_text().splitlines()[1:]
+    assert rows[0].startswith(str(stereo)) and rows[0].split(",")[2] == "1.000"   # 1 s, mono 8 kHz
+    assert rows[1].startswith(str(silent)) and not rows[1].split(",")[-1]          # no error
+    assert rows[2].startswith(str(empty)) and "empty.wav" in rows[2].split(",", 4)[-1]
