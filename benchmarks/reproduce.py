@@ -49,6 +49,9 @@ TOLERANCE = {
     "fsdd_digits test ser (%)": 1.2,
     "etth1 test mse": 0.0009,      # L=336, seeds 2021 (card) / 0 / 1: 0.3781 / 0.3786 / 0.3777
     "etth1 test mae": 0.0001,      # 0.4006 / 0.4006 / 0.4007 (the cards' last digit)
+    # one seed only (2026, 2026-12-02, 2,663 s): the spread over seeds is NOT measured yet;
+    # 0.1 (about 4% of 2.74) is a stated guess until a second seed is trained
+    "synthetic test loss": 0.1,
 }
 
 

@@ -25,6 +25,7 @@ from zoo.package import package_writer, write_package
 if TYPE_CHECKING:   # a recipe checkpoint needs Lightning (zoo[train]); a registered model does not
     from recipes.classification import Classifier
     from recipes.forecasting import Forecaster
+    from recipes.pretrain import PatchDecoderPretraining
     from recipes.speech import SpeechRecognition
 
 logger = logging.getLogger("zoo.recipes")
@@ -68,10 +69,23 @@ DATASETS = {
         license="CC BY-ND 4.0",
         task="multivariate long-term forecasting", unit="windows",
     ),
+    "synthetic": dict(
+        title="synthetic series only (`zoo.data.synthetic`: KernelSynth-style sums and products "
+              "of trend, seasonal, smooth (RBF / rational-quadratic), autoregressive and noise "
+              "components, change points, level shifts, spikes, counts), generated from the "
+              "seed; no real series",
+        split="training, validation and test batches from three different seeds; the test "
+              "loss is the pre-training loss (MSE of the mean + pinball of the quantiles, in "
+              "each position's normalised units) on the test batches. Real-series accuracy: "
+              "see the zero-shot evaluation",
+        license="not applicable (generated)",
+        task="zero-shot forecasting (pre-training)", unit="batches",
+    ),
 }
 
 KIND = {"image": "A Vision Transformer", "audio": "An Audio Spectrogram Transformer",
-        "series": "A PatchTST forecaster", "speech": "A CTC speech recogniser"}
+        "series": "A PatchTST forecaster", "speech": "A CTC speech recogniser",
+        "TimesFM": "A TimesFM 2.5-style patch decoder"}   # by class where a modality has several
 
 
 @dataclass(frozen=True)
@@ -127,6 +141,8 @@ def dataset_facts(run: SavedRun) -> dict[str, str]:
 
 def card_metrics(tested: dict[str, float], dataset: str, modality: str) -> dict[str, float]:
     """Test metrics as the cards and the registry name them (accuracies and error rates in %)."""
+    if dataset == "synthetic":   # pre-training: its own loss (real series: zero-shot)
+        return {f"{dataset} test loss": tested["test/loss"]}
     if modality == "series":
         return {f"{dataset} test mse": tested["test/mse"], f"{dataset} test mae": tested["test/mae"]}
     if modality == "speech":   # error rates in %
@@ -159,7 +175,8 @@ def render_card(*, name: str, model: nn.Module, metrics: dict[str, float], run: 
             ("data license", data["license"]), ("weights license", "Apache-2.0"),
             ("training time", trained), ("date", run.get("date", "not recorded"))]
     rows += [(f"input {k}", str(v)) for k, v in model.pretrained_cfg.preprocess.items()]
-    lines = [f"# {name}", "", f"{KIND[modality]} {origin} with zoo's {modality} recipe.", "",
+    kind = KIND.get(type(model).__name__, KIND[modality])
+    lines = [f"# {name}", "", f"{kind} {origin} with zoo's {modality} recipe.", "",
              "| field | value |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in rows]
     lines += ["", "## Metrics", ""]
     if metrics:
@@ -184,13 +201,17 @@ def run_dir_of(ckpt: Path) -> Path:
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
 
 
-def module_from_checkpoint(ckpt: str | Path) -> Classifier | Forecaster | SpeechRecognition:
+def module_from_checkpoint(ckpt: str | Path
+                           ) -> Classifier | Forecaster | SpeechRecognition | PatchDecoderPretraining:
     """The recipe module of checkpoint ``ckpt``, picked by its model's kind."""
     from recipes.classification import Classifier, read_recipe_checkpoint
     from recipes.forecasting import Forecaster
     from recipes.speech import SpeechRecognition
 
     hparams = read_recipe_checkpoint(ckpt)["hyper_parameters"]
+    if "prefix_mask_prob" in hparams:
+        from recipes.pretrain import PatchDecoderPretraining
+        return PatchDecoderPretraining.from_checkpoint(ckpt)
     if "num_channels" in hparams:
         return Forecaster.from_checkpoint(ckpt)
     if "num_classes" in hparams:
@@ -244,8 +265,8 @@ def export_checkpoint(ckpt: str | Path, out_dir: str | Path, *,
     dataset = recipe.dataset
     metrics = card_metrics(tested, dataset, model.modality) if tested else {}
     if tag is None:
-        tag = f"{dataset}_h{model.horizon}" if model.modality == "series" else dataset
-    labels = tuple(module.hparams.columns) if model.modality == "series" \
+        tag = f"{dataset}_h{model.horizon}" if "columns" in module.hparams else dataset
+    labels = tuple(module.hparams.columns) if "columns" in module.hparams \
         else model.pretrained_cfg.labels
     data = dataset_facts(recipe)
     model.pretrained_cfg = replace(

@@ -4,10 +4,12 @@ CSVs converted by :mod:`recipes.streaming`) -> sliding windows.
 Values are standardised with a scaler fitted on the training rows only; validation and test
 windows start ``lookback`` rows before their split so that their first target falls inside
 it. Every window is used: no shuffling outside training and no dropped last batch.
+The data's season length (MASE's seasonal-naive lag) follows from its time step.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
@@ -30,9 +32,28 @@ from zoo.data.series import (
     etth1_splits,
     read_series,
 )
+from zoo.metrics import season_length
+
+logger = logging.getLogger("zoo.recipes")
 
 SeriesDataset = Literal["etth1", "csv", "shards"]
 SERIES_DATASETS = get_args(SeriesDataset)
+
+
+def season_from_timestamps(timestamps: pd.DatetimeIndex | None) -> int:
+    """The season length of a series with these timestamps: its frequency (pandas' inference,
+    else the most common step) through :func:`zoo.metrics.season_length` (hourly -> 24,
+    daily -> 7, monthly -> 12, ...); 1 (the naive forecast) without timestamps or a step."""
+    if timestamps is None or len(timestamps) < 2:
+        return 1
+    freq = pd.DatetimeIndex(timestamps, freq="infer").freq if len(timestamps) >= 3 else None
+    if freq is None:
+        steps = pd.Series(timestamps).diff().dropna()
+        step = steps.mode().iloc[0] if not steps.empty else None
+        if step is None or step <= pd.Timedelta(0):
+            return 1
+        freq = pd.tseries.frequencies.to_offset(step)
+    return season_length(freq)
 
 
 def shard_series_splits(root: str, lookback: int
@@ -89,6 +110,10 @@ class SeriesDataModule(SplitDataModule):
     ``on_error`` are :func:`zoo.data.series.read_series`'s policies. ``dataset="shards"``:
     ``root`` is a series shards folder or URL; their split, columns and reading policies hold
     (see :func:`shard_series_splits`); windows never span two series.
+
+    ``season``: the season length of MASE's scale (:class:`recipes.forecasting.Forecaster`
+    reads it); None infers it from the timestamps (:func:`season_from_timestamps`: ETTh1,
+    hourly, gives 24; data without timestamps 1).
     """
 
     def __init__(self, *, dataset: SeriesDataset, model_name: str | None = None,
@@ -99,7 +124,7 @@ class SeriesDataModule(SplitDataModule):
                  fractions: Sequence[float] = (0.7, 0.1, 0.2), val_start: str | None = None,
                  test_start: str | None = None, missing: Missing = "error",
                  irregular: Irregular = "error", on_error: OnError = "raise", batch_size: int = 128,
-                 num_workers: int = 0, seed: int = 0) -> None:
+                 num_workers: int = 0, seed: int = 0, season: int | None = None) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         if lookback is None or horizon is None:
             if model_name is None:
@@ -114,6 +139,10 @@ class SeriesDataModule(SplitDataModule):
             raise ValueError("the csv dataset needs data.root (the CSV file)")
         if dataset == "shards" and not root:
             raise ValueError("the shards dataset needs data.root (a shards folder or URL)")
+        if season is not None and (isinstance(season, bool) or not isinstance(season, int)
+                                   or season < 1):
+            raise ValueError(f"season must be an int >= 1 (or None: from the timestamps), "
+                             f"got {season!r}")
         self.dataset, self.root = dataset, root
         self.lookback, self.horizon = lookback, horizon
         self.time_column = time_column
@@ -122,6 +151,8 @@ class SeriesDataModule(SplitDataModule):
         self.val_start, self.test_start = val_start, test_start
         self.missing, self.irregular, self.on_error = missing, irregular, on_error
         self.splits = None
+        self._season = season
+        self._timestamps: pd.DatetimeIndex | None = None   # read by setup
 
     @property
     def num_channels(self) -> int:
@@ -131,6 +162,17 @@ class SeriesDataModule(SplitDataModule):
     def columns(self) -> list[str]:
         """The forecast columns (reading the data if that has not happened yet)."""
         return self.classes
+
+    @property
+    def season(self) -> int:
+        """MASE's season length: the ``season`` argument, else inferred from the timestamps
+        (reading the data if that has not happened yet)."""
+        if self._season is None:
+            self.setup("fit")
+            self._season = season_from_timestamps(self._timestamps)
+            logger.info("season length %d (from the %s data's time step)", self._season,
+                        self.dataset)
+        return self._season
 
     @property
     def scaler_state(self) -> dict[str, Any]:
@@ -145,6 +187,8 @@ class SeriesDataModule(SplitDataModule):
         if self.dataset == "shards":
             self.splits, each, self.skipped = shard_series_splits(self.root, L)
             self.classes = list(self.splits.columns)
+            self._timestamps = next((s.timestamps for s in each.values()
+                                     if s.timestamps is not None), None)
             for split, name in (("train", "training"), ("val", "validation"), ("test", "test")):
                 windows = [SeriesWindows(getattr(s, split), L, H, name=f"{file} {name} split")
                            for file, s in each.items()]
@@ -161,6 +205,7 @@ class SeriesDataModule(SplitDataModule):
                                               val_start=self.val_start, test_start=self.test_start)
         s = self.splits
         self.classes = list(s.columns)
+        self._timestamps = s.timestamps
         self.train_set = SeriesWindows(s.train, L, H, name=f"{self.dataset} training split")
         self.val_set = SeriesWindows(s.val, L, H, name=f"{self.dataset} validation split")
         self.test_set = SeriesWindows(s.test, L, H, name=f"{self.dataset} test split")

@@ -114,7 +114,7 @@ def test_forecasting_config_is_validated():
     from recipes.cli import build
 
     with pytest.raises(ConfigError, match=r"config key 'data.init_args.missing' must be one of "
-                                          r"'error', 'interpolate', got 'drop'"):
+                                          r"'error', 'interpolate', 'keep', got 'drop'"):
         build(["--config", ETTH1_CONFIG, "--data.missing=drop"])
     with pytest.raises(ConfigError, match=r"did you mean 'trainer\.early_stopping_patience'"):
         build(["--config", ETTH1_CONFIG, "--trainer.early_stoping_patience=3"])
@@ -152,7 +152,7 @@ def _etth1_or_skip() -> None:
 
 def test_the_readme_time_series_example_runs(one_thread):
     text = Path("README.md").read_text()
-    section = text[text.index("## Time series"):]
+    section = text[text.index("### PatchTST"):]
     code = section[section.index("```python") + len("```python"):]
     code = code[: code.index("```")]
     namespace: dict = {}

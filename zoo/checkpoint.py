@@ -20,6 +20,7 @@ from zoo import hub
 from zoo.convert import UnknownCheckpointError, to_zoo_state_dict
 from zoo.convert.hf_ast import ast_args_from_hf_config
 from zoo.convert.hf_patchtst import patchtst_args_from_hf_config
+from zoo.convert.hf_timesfm import timesfm_args_from_hf_config
 from zoo.convert.hf_whisper import whisper_args_from_hf_config
 from zoo.registry import ModelNotFoundError, PretrainedCfg, get_entry
 
@@ -35,8 +36,8 @@ class CheckpointMismatchError(ValueError):
 def load_weights(source: Source) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """(zoo-keyed state dict, the ``config.json`` beside the weights or None) for ``source``.
 
-    Peer checkpoints (timm ViT, HF AST, HF PatchTST, HF Whisper) are converted to zoo's keys;
-    a format zoo does not know is an error, never a partial load.
+    Peer checkpoints (timm ViT, HF AST, HF PatchTST, HF Whisper, HF TimesFM 2.5) are converted
+    to zoo's keys; a format zoo does not know is an error, never a partial load.
     """
     if isinstance(source, PretrainedCfg):
         if source.file:
@@ -100,7 +101,7 @@ def peer_model_spec(config: Mapping[str, Any], source: str | Path
     """(zoo architecture, its arguments, class labels or None) for a peer's ``config.json``:
     timm's hub layout, or transformers' ``ASTForAudioClassification`` /
     ``PatchTSTForPrediction`` / Whisper (``WhisperForAudioClassification``, or the encoder of
-    ``WhisperModel`` / ``WhisperForConditionalGeneration``)."""
+    ``WhisperModel`` / ``WhisperForConditionalGeneration``) / ``TimesFm2_5ModelForPrediction``."""
     if is_timm_config(config):
         arch = str(config["architecture"])
         get_entry(arch)   # an architecture zoo does not build is refused first, with the reason
@@ -122,13 +123,16 @@ def peer_model_spec(config: Mapping[str, Any], source: str | Path
         return "ast", args, labels
     if model_type == "patchtst":
         return "patchtst", patchtst_args_from_hf_config(config), None
+    if model_type == "timesfm2_5":
+        return "timesfm_2p5", timesfm_args_from_hf_config(config), None
     if model_type == "whisper":
         args = whisper_args_from_hf_config(config)
         args.update(_whisper_feature_extractor_args(source, args["num_mel_bins"]))
         return "whisper", args, labels
     raise UnknownCheckpointError(
         f"{source}: config.json is neither a zoo package's nor one zoo knows (timm's hub "
-        f"layout, transformers' AST, PatchTST or Whisper); model_type={model_type!r}")
+        f"layout, transformers' AST, PatchTST, Whisper or TimesFM 2.5); "
+        f"model_type={model_type!r}")
 
 
 def _ast_feature_extractor_args(source: str | Path) -> dict[str, Any]:

@@ -101,7 +101,10 @@ _COLUMN_TERMS = (("time_column=None", "--time-column none"), ("time_column=<name
                  ("target_columns=[...]", "--columns A,B"), ("target_columns=...", "--columns A,B"))
 _FORECAST_TERMS = (*_COLUMN_TERMS, ("irregular='reindex'", "--irregular reindex"),
                    ("missing='interpolate'", "--missing interpolate"),
-                   ("the missing= policy", "--missing"), ("on_error='skip'", "--on-error skip"))
+                   ("missing='keep'", "--missing keep"),
+                   ("the missing= policy", "--missing"), ("on_error='skip'", "--on-error skip"),
+                   ("horizon=", "--horizon "),
+                   ("id_col=, time_col=, target_col=", "--id-column, --time-column, --target-column"))
 CLI_TERMS = {
     "forecast": _FORECAST_TERMS,
     "explain": _FORECAST_TERMS,
@@ -148,6 +151,9 @@ FINETUNE_CLASSES = {"image": ("recipes.classification.Classifier", "recipes.imag
                                "csv")}
 
 
+FINETUNE_LOOKBACK = 512   # the longest look-back `zoo finetune` gives a long-context model
+
+
 def finetune_arguments(args: argparse.Namespace) -> list[str]:
     """`zoo finetune NAME --data DIR ...` as LightningCLI arguments (the user's own
     ``--key=value`` overrides come after them, so they win)."""
@@ -179,8 +185,15 @@ def finetune_arguments(args: argparse.Namespace) -> list[str]:
             f"--trainer.max_epochs={args.epochs}",
             f"--trainer.default_root_dir={args.output or f'runs/finetune_{args.name}'}"]
     if series:
+        # a model that decodes any horizon (TimesFM) keeps its own and trains on the data's
+        # (look-back: its context, at most FINETUNE_LOOKBACK rows)
+        any_horizon = getattr(entry.builder, "any_horizon", False)
+        if any_horizon:
+            context = int(entry.args.get("context_length", FINETUNE_LOOKBACK))
+            out.append(f"--data.lookback={min(context, FINETUNE_LOOKBACK)}")
         if args.horizon:
-            out.append(f"--model.model_kwargs.horizon={args.horizon}")
+            out.append(f"--data.horizon={args.horizon}" if any_horizon
+                       else f"--model.model_kwargs.horizon={args.horizon}")
         if args.columns:
             out.append(f"--data.target_columns={json.dumps(_split_columns(args.columns))}")
         out.append(f"--data.time_column={'null' if args.time_column == 'none' else args.time_column}")
@@ -311,32 +324,158 @@ def _add_series_options(p: argparse.ArgumentParser, what: str = "",
     p.add_argument("--time-column", default="date", help=f"{what}timestamp column, or 'none'")
     p.add_argument("--columns", default=None, help=f"{what}comma-separated columns to forecast "
                    "(default: every column but the time column)")
-    p.add_argument("--missing", default="error", choices=("error", "interpolate"))
+    p.add_argument("--missing", default="error", choices=("error", "interpolate", "keep"),
+                   help="empty cells: refuse, fill linearly in time, or keep them for a model "
+                   "that masks missing values (TimesFM)")
     p.add_argument("--irregular", default="error", choices=("error", "reindex"))
     p.add_argument("--on-error", default="raise", choices=("raise", "skip"), help=on_error_help)
 
 
-def cmd_forecast(args: argparse.Namespace) -> int:
-    from zoo.forecasting import forecast_frame, plot_forecast
+# a CSV with exactly these columns is read as a long table (one row per series and timestamp)
+LONG_COLUMNS = ("unique_id", "ds", "y")
+MAX_PRINTED_SERIES = 20
 
-    output = _output_file(args.output or Path(args.data).with_name(Path(args.data).stem + "_forecast.csv"),
+
+def _levels(text: str | None) -> list[float] | None:
+    """--levels "80,95" -> [80.0, 95.0]; None keeps the model's default."""
+    if text is None:
+        return None
+    try:
+        levels = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--levels takes percentages separated by commas (e.g. 80,95), got "
+                         f"{text!r}") from None
+    if (bad := [v for v in levels if not 0 < v < 100]):
+        raise ValueError(f"--levels are percentages in (0, 100), got {bad[0]:g}")
+    return levels
+
+
+def _is_long(args: argparse.Namespace, data: Path) -> bool:
+    """--long, or a CSV whose columns are exactly the long-table ones (said on stdout)."""
+    if args.long or not data.is_file():
+        return args.long
+    import pandas as pd
+
+    try:
+        header = [str(c) for c in pd.read_csv(data, nrows=0).columns]
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return False
+    expected = (args.id_column, args.time_column or "ds", args.target_column)
+    if sorted(header) != sorted(expected):
+        return False
+    print(f"{data} has exactly the columns {', '.join(expected)}: reading it as a long table "
+          "(one row per series and timestamp; --long says so explicitly)")
+    return True
+
+
+def _refuse_existing(paths: Sequence[Path | bool], overwrite: bool) -> None:
+    for path in paths:
+        if isinstance(path, Path) and path.exists() and not overwrite:
+            raise ValueError(f"{path} exists; zoo never writes over a file: choose another "
+                             "--output / --plot, or pass --overwrite")
+
+
+def _print_backtest(summary: pd.DataFrame, windows: int, horizon: int) -> None:
+    """A backtest summary, one line per column or series (the first MAX_PRINTED_SERIES)."""
+    from zoo.forecasting import format_backtest
+
+    lines = format_backtest(summary).splitlines()
+    print(f"backtest, the last {windows} windows of {horizon} steps (season "
+          f"{summary.attrs['season'] or 'per series'}):")
+    print("\n".join(lines[:MAX_PRINTED_SERIES]))
+    if len(lines) > MAX_PRINTED_SERIES:
+        print(f"... and {len(lines) - MAX_PRINTED_SERIES} more series; mean over all: MASE "
+              f"{summary['mase'].mean():.2f} vs seasonal naive "
+              f"{summary['seasonal_naive_mase'].mean():.2f}")
+
+
+def _time_index(frame: pd.DataFrame, args: argparse.Namespace) -> pd.DatetimeIndex | None:
+    """The timestamps of a long table's first series (its frequency sets the default horizon);
+    None when they are not dates (errors about them come with the forecast)."""
+    import pandas as pd
+
+    try:
+        first = frame[args.id_column].iloc[0]
+        times = frame.loc[frame[args.id_column] == first, args.time_column]
+        return pd.DatetimeIndex(pd.to_datetime(times).sort_values())
+    except (KeyError, IndexError, ValueError, TypeError):
+        return None
+
+
+def cmd_forecast(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from zoo import forecasting as fc
+
+    data = Path(args.data)
+    output = _output_file(args.output or data.with_name(data.stem + "_forecast.csv"),
                           [args.data], "--output")
     # The default plot needs matplotlib (zoo[plot]); an explicit --plot without it is an error.
     drawable = args.plot is not None or importlib.util.find_spec("matplotlib") is not None
     plot = drawable and _output_file(args.plot or output.with_suffix(".png"), [args.data, output],
                                      "--plot")
+    levels = _levels(args.levels)
+    long = _is_long(args, data)
+    if long and args.columns:
+        raise ValueError("--columns picks the columns of a wide table; a long table's values "
+                         f"are its --target-column ({args.target_column})")
+    args.time_column = args.time_column or ("ds" if long else "date")
     model = _load_for_predict(args.model, args.pretrained).eval()
     if not isinstance(model, ZooForecaster):
         raise ValueError(f"{args.model} is not a forecaster; `zoo list --modality series` shows them")
-    frame = _read_series(args, args.data)
-    forecast = forecast_frame(model, frame, horizon=args.horizon)
+    if long:
+        if not data.is_file():
+            raise FileNotFoundError(f"no series file at {data}")
+        try:
+            frame = pd.read_csv(data, dtype={args.id_column: str})     # ids as written ("007")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise ValueError(f"{data}: cannot read as CSV: {err}") from err
+    else:
+        frame = _read_series(args, data)
+    horizon = fc.check_horizon(model, args.horizon, _time_index(frame, args) if long else frame.index)
+    reported = fc.resolve_levels(model, levels)
+    level = 80 if 80 in reported else (reported[0] if reported else None)   # for --backtest
+    _refuse_existing([output, plot], args.overwrite)
+    options = dict(id_col=args.id_column, time_col=args.time_column,
+                   target_col=args.target_column, missing=args.missing, on_error=args.on_error)
+    summary = None                     # the backtest runs first: its errors leave no files
+    if args.backtest and long:
+        _, summary = fc.backtest_long(model, frame, args.backtest, horizon, season=args.season,
+                                      level=level, **options)
+    elif args.backtest:
+        _, summary = fc.backtest(model, frame, args.backtest, horizon, args.season, level=level)
+    if long:
+        forecast = fc.forecast_long(model, frame, horizon, levels=levels, **options)
+        rows = f"{forecast[args.id_column].nunique()} series x {horizon} steps"
+    else:
+        forecast = fc.forecast_frame(model, frame, horizon, levels=levels)
+        rows = f"{len(forecast)} steps x {len(frame.columns)} columns"
+    wanted = _split_columns(args.plot_columns)      # checked before anything is written
+    have = [str(i) for i in dict.fromkeys(forecast[args.id_column])] if long else \
+        [str(c) for c in frame.columns]
+    if plot and wanted and (unknown := [w for w in wanted if w not in have]):
+        raise ValueError(f"--plot-columns: no {'series' if long else 'column'} {unknown} (the "
+                         f"forecast has {have[:10]}{' ...' if len(have) > 10 else ''})")
     output.parent.mkdir(parents=True, exist_ok=True)
-    forecast.to_csv(output, index_label=frame.index.name or "step")
+    if long:
+        forecast.to_csv(output, index=False)
+    else:
+        forecast.to_csv(output, index_label=frame.index.name or "step")
     if plot:
-        plot_forecast(frame, forecast, plot, columns=_split_columns(args.plot_columns),
-                      title=f"{args.model}: {len(forecast)}-step forecast")
-    print(f"forecast of {len(forecast)} steps x {forecast.shape[1]} columns -> {output}\n"
-          f"plot -> {plot or 'none (matplotlib is not installed: pip install zoo[plot])'}")
+        title = f"{args.model}: {horizon}-step forecast"
+        if long:
+            fc.plot_long(frame, forecast, plot, ids=wanted,
+                         id_col=args.id_column, time_col=args.time_column,
+                         target_col=args.target_column, title=title)
+        else:
+            fc.plot_forecast(frame, forecast, plot, columns=wanted,
+                             title=title)
+    bands = [c for c in forecast.columns if "-lo-" in str(c) or "-hi-" in str(c)]
+    print(f"forecast of {rows} -> {output}" + (f" (with {len(bands)} interval columns)" if bands
+                                               else "") +
+          f"\nplot -> {plot or 'none (matplotlib is not installed: pip install zoo[plot])'}")
+    if summary is not None:
+        _print_backtest(summary, args.backtest, horizon)
     return 0
 
 
@@ -505,16 +644,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an unreadable file: stop naming it, or skip it (noted in the CSV)")
     p.set_defaults(func=cmd_transcribe)
 
-    p = sub.add_parser("forecast", help="forecast a CSV's columns; writes a CSV and a PNG plot")
+    p = sub.add_parser("forecast", help="forecast a CSV's columns (or a long table's series); "
+                       "writes a CSV and a PNG plot; --backtest scores it against seasonal naive")
     p.add_argument("model", help="registered forecaster, a zoo package directory or a recipe .ckpt")
-    p.add_argument("data", help="CSV with a time column and numeric columns, oldest row first")
-    p.add_argument("--horizon", type=_count(1), default=None, help="steps to forecast (default: the "
-                   "model's; shorter cuts its forecast)")
+    p.add_argument("data", help="CSV with a time column and numeric columns, oldest row first; "
+                   "or a long table (--long): a row per series and timestamp")
+    p.add_argument("--horizon", type=_count(1), default=None, help="steps to forecast (default: "
+                   "the model's; at most its longest)")
     _add_series_options(p)
+    p.set_defaults(time_column=None)       # "date" for a wide table, "ds" for a long one
+    p.add_argument("--long", action="store_true", help="DATA is a long table (--id-column, "
+                   "--time-column, --target-column; default unique_id, ds, y: a CSV with exactly "
+                   "these columns is read so without --long); gaps in a series' time grid are "
+                   "missing values")
+    p.add_argument("--id-column", default=LONG_COLUMNS[0], help="long table: the series id column")
+    p.add_argument("--target-column", default=LONG_COLUMNS[2], help="long table: the value column")
+    p.add_argument("--levels", default=None, help="prediction intervals in %%, e.g. 80,95 "
+                   "(models with quantiles; default 80): columns COL-lo-80, COL-hi-80")
+    p.add_argument("--backtest", type=_count(1), default=None, metavar="N", help="also score the "
+                   "last N windows of --horizon steps, each forecast from the rows before it: "
+                   "MASE against seasonal naive, interval coverage")
+    p.add_argument("--season", type=_count(1), default=None, help="--backtest: season length "
+                   "in steps (default from the time step: hourly 24, daily 7, monthly 12, ...; "
+                   "1 without timestamps)")
     p.add_argument("--output", default=None, help="forecast CSV (default DATA_forecast.csv)")
     p.add_argument("--plot", default=None, help="plot file (default: the output with .png)")
     p.add_argument("--plot-columns", default=None, help="comma-separated columns to plot "
-                   "(default: all forecast columns)")
+                   "(default: all forecast columns; a long table: series ids, default the "
+                   "first 6)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing forecast CSV "
+                   "or plot")
     p.add_argument("--pretrained", help="weights for a registered name (default: its own)")
     p.set_defaults(func=cmd_forecast)
 

@@ -54,6 +54,7 @@ class BlockConfig:
     ``attn_window`` makes attention block-local (each token sees its block of that many tokens
     and the block before: linear, not quadratic, in the number of tokens). ``causal`` lets
     token i see tokens <= i. ``query_scale``: a learned per-dimension query scale.
+    ``qk_norm_after_rope``: the q/k norms act after the rotary positions (TimesFM 2.5).
     ``residual_attention`` adds each block's attention scores to the next block's (RealFormer).
     """
 
@@ -79,6 +80,7 @@ class BlockConfig:
     causal: bool = False
     query_scale: bool = False
     residual_attention: bool = False
+    qk_norm_after_rope: bool = False
 
     def __post_init__(self) -> None:
         for name, value, choices in (("norm", self.norm, NORMS), ("mlp", self.mlp, MLPS),
@@ -139,7 +141,7 @@ def _attention(c: BlockConfig) -> Attention:
                      proj_bias=c.proj_bias, qk_norm=c.norm if c.qk_norm else None,
                      norm_eps=c.norm_eps, attn_drop=c.attn_drop, proj_drop=c.proj_drop,
                      causal=c.causal, window=c.attn_window, query_scale=c.query_scale,
-                     residual=c.residual_attention)
+                     residual=c.residual_attention, qk_norm_after_rope=c.qk_norm_after_rope)
 
 
 def _mlp(c: BlockConfig) -> nn.Module:

@@ -38,7 +38,8 @@ def create_model(name: str, pretrained: bool | str | Path = False, *,
             source: a file (.safetensors, or .pth/.bin/.pt read with ``weights_only=True``), a
             directory written by :func:`zoo.save` or a peer's folder (timm hub layout, HF
             ``save_pretrained``), an ``http(s)://`` / ``file://`` URL, or ``hf-hub:org/repo``.
-            timm, HF AST and HF PatchTST checkpoints are converted automatically.
+            timm, HF AST, PatchTST, Whisper and TimesFM 2.5 checkpoints are converted
+            automatically.
         num_classes: classifier size. Defaults to the checkpoint's; a different value keeps
             the backbone and re-initialises the classifier.
         encoder_from: initialise the shared encoder (and what fits of the front end) from

@@ -101,43 +101,52 @@ FORECAST_POOLS = ("flatten", "mean", "max")
 
 
 class ForecastHead(nn.Module):
-    """Each channel's tokens -> its forecast: tokens (B * C, N, D) -> (B, H, C).
+    """Each channel's tokens -> its forecast: tokens (B * C, N, D) -> (B, H, C), or
+    (B, H, C, Q) with ``num_quantiles`` Q > 0 (one value per quantile level and step).
 
     ``pool="flatten"`` concatenates the N tokens (PatchTST's head: N * D features); ``mean`` /
-    ``max`` pool them to D features (transformers' ``pooling_type``). A linear layer maps the
-    features to the horizon; ``shared=False`` gives every channel its own (and fixes the number
-    of channels).
+    ``max`` pool them to D features (transformers' ``pooling_type``). One linear layer maps the
+    features to the H * max(Q, 1) outputs (step-major: output ``h * Q + q`` is step h, level
+    q); ``shared=False`` gives every channel its own (and fixes the number of channels).
     """
 
     def __init__(self, num_patches: int, embed_dim: int, horizon: int, *, num_channels: int,
-                 pool: str = "flatten", shared: bool = True, drop: float = 0.0) -> None:
+                 pool: str = "flatten", shared: bool = True, drop: float = 0.0,
+                 num_quantiles: int = 0) -> None:
         super().__init__()
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         if pool not in FORECAST_POOLS:
             raise ValueError(f"pool must be one of {FORECAST_POOLS}, got {pool!r}")
+        if isinstance(num_quantiles, bool) or not isinstance(num_quantiles, int) or num_quantiles < 0:
+            raise ValueError(f"num_quantiles must be an int >= 0 (0: point forecasts), "
+                             f"got {num_quantiles!r}")
         self.num_patches, self.embed_dim, self.horizon = num_patches, embed_dim, horizon
-        self.pool, self.shared = pool, shared
+        self.pool, self.shared, self.num_quantiles = pool, shared, num_quantiles
         self.drop = Dropout(drop)
         features = num_patches * embed_dim if pool == "flatten" else embed_dim
+        outputs = horizon * max(num_quantiles, 1)
         if shared:
-            self.proj = nn.Linear(features, horizon)
+            self.proj = nn.Linear(features, outputs)
         else:  # one projection per channel, applied in one einsum
             bound = 1 / features ** 0.5
-            self.proj_weight = nn.Parameter(torch.empty(num_channels, horizon, features)
+            self.proj_weight = nn.Parameter(torch.empty(num_channels, outputs, features)
                                             .uniform_(-bound, bound))
-            self.proj_bias = nn.Parameter(torch.empty(num_channels, horizon).uniform_(-bound, bound))
+            self.proj_bias = nn.Parameter(torch.empty(num_channels, outputs).uniform_(-bound, bound))
 
     def forward(self, tokens: torch.Tensor, num_channels: int) -> torch.Tensor:
-        """tokens (B * C, N, D) -> (B, H, C)."""
+        """tokens (B * C, N, D) -> (B, H, C), or (B, H, C, Q) with quantiles."""
         if self.pool == "mean":
             tokens = tokens.mean(dim=1)
         elif self.pool == "max":
             tokens = tokens.amax(dim=1)
         x = self.drop(tokens.reshape(tokens.shape[0] // num_channels, num_channels, -1))
         y = (self.proj(x) if self.shared
-             else torch.einsum("bcf,chf->bch", x, self.proj_weight) + self.proj_bias)
-        return y.transpose(1, 2).contiguous()
+             else torch.einsum("bcf,chf->bch", x, self.proj_weight) + self.proj_bias)  # (B, C, H*Q)
+        if self.num_quantiles == 0:
+            return y.transpose(1, 2).contiguous()                                    # (B, H, C)
+        y = y.unflatten(-1, (self.horizon, self.num_quantiles))                     # (B, C, H, Q)
+        return y.transpose(1, 2).contiguous()                                        # (B, H, C, Q)
 
 
 class CTCHead(nn.Module):

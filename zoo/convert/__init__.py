@@ -14,6 +14,7 @@ import torch
 
 from zoo.convert.hf_ast import convert_hf_ast, is_hf_ast
 from zoo.convert.hf_patchtst import convert_hf_patchtst, is_hf_patchtst
+from zoo.convert.hf_timesfm import convert_hf_timesfm, is_hf_timesfm
 from zoo.convert.hf_whisper import convert_hf_whisper, is_hf_whisper
 from zoo.convert.timm import convert_timm_vit, is_timm_vit
 
@@ -23,6 +24,7 @@ CONVERTERS = [
     ("HF AST", is_hf_ast, convert_hf_ast),
     ("HF PatchTST", is_hf_patchtst, convert_hf_patchtst),
     ("HF Whisper", is_hf_whisper, convert_hf_whisper),
+    ("HF TimesFM 2.5", is_hf_timesfm, convert_hf_timesfm),
 ]
 
 _ZOO_ROOTS = ("front_end.", "encoder.", "head.")

@@ -103,7 +103,8 @@ def patchtst_args_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
         if config.get(key) == bad:
             raise ValueError(f"HF PatchTST with {key}={bad} ({why}) is not supported by zoo")
     if config.get("loss", "mse") != "mse":
-        raise ValueError("zoo forecasts points (loss='mse'); this checkpoint has a "
+        raise ValueError("zoo's PatchTST forecasts points or quantiles, not parametric "
+                         "distributions; this checkpoint has a "
                          f"{config.get('distribution_output')!r} distribution head")
     if config.get("activation_function", "gelu") != "gelu":
         raise ValueError(f"zoo's encoder uses GELU; this checkpoint uses "

@@ -226,7 +226,7 @@ def _regularize(frame: pd.DataFrame, freq: str | None, irregular: str, where: st
     return frame.reindex(grid)
 
 
-Missing = Literal["error", "interpolate"]      # NaN / empty cells
+Missing = Literal["error", "interpolate", "keep"]   # NaN / empty cells
 Irregular = Literal["error", "reindex"]        # gaps in the time grid
 
 
@@ -240,7 +240,8 @@ def read_series(source: str | Path | pd.DataFrame, *, time_column: str | None = 
     Unsorted timestamps are sorted; duplicated ones are an error. Gaps in the grid (``freq``, else
     the inferred / most common step) are an error, or with ``irregular="reindex"`` become NaN rows.
     Missing values are an error, or with ``missing="interpolate"`` are filled linearly in time,
-    then by the nearest value at the ends. A non-numeric value in a target column is an error
+    then by the nearest value at the ends, or with ``missing="keep"`` stay NaN (for models that
+    mask missing values, such as TimesFM). A non-numeric value in a target column is an error
     naming column and line, or with ``on_error="skip"`` a missing value (then ``missing``
     decides). A DataFrame indexed by timestamps may omit the time column.
     """
@@ -306,7 +307,11 @@ def read_series(source: str | Path | pd.DataFrame, *, time_column: str | None = 
             i = int(np.flatnonzero(na.any(axis=1).to_numpy())[0])
             at = values.index[i] if time_column is not None else row(i)
             raise SeriesDataError(f"{where}: missing values {counts} (first at {at}); pass "
-                                  "missing='interpolate' to fill them linearly in time")
+                                  "missing='interpolate' to fill them linearly in time, or "
+                                  "missing='keep' for a model that masks them")
+        if missing == "keep":
+            logger.info("%s: keeping %d missing values as NaN", where, int(na.sum().sum()))
+            return values
         logger.info("%s: interpolating %d missing values", where, int(na.sum().sum()))
         values = values.interpolate(method="time" if time_column is not None else "linear").ffill().bfill()
     return values

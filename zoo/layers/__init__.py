@@ -14,7 +14,7 @@ from zoo.layers.attention import (
     record_attention,
 )
 from zoo.layers.drop import Dropout, DropPath, LayerScale
-from zoo.layers.mlp import ACTIVATIONS, MLPS, GatedMlp, Mlp, make_mlp
+from zoo.layers.mlp import ACTIVATIONS, MLPS, GatedMlp, Mlp, ResidualMlp, make_mlp
 from zoo.layers.norm import NORMS, TokenBatchNorm, make_norm
 from zoo.layers.pos_embed import (
     AxialRotary2d,
@@ -26,8 +26,29 @@ from zoo.layers.pos_embed import (
     sincos_table,
 )
 
-__all__ = ["ACTIVATIONS", "MLPS", "NORMS", "Attention", "AttentionPool", "AxialRotary2d",
-           "DropPath", "Dropout", "GatedMlp", "LayerScale", "MixedRotary2d", "Mlp", "Rotary1d",
-           "RotaryTable", "TokenBatchNorm", "apply_rotary", "local_attention",
-           "local_attention_mask", "make_mlp", "make_norm", "record_attention",
-           "resample_pos_embed", "sincos_table"]
+__all__ = [
+    "ACTIVATIONS",
+    "MLPS",
+    "NORMS",
+    "Attention",
+    "AttentionPool",
+    "AxialRotary2d",
+    "DropPath",
+    "Dropout",
+    "GatedMlp",
+    "LayerScale",
+    "MixedRotary2d",
+    "Mlp",
+    "ResidualMlp",
+    "Rotary1d",
+    "RotaryTable",
+    "TokenBatchNorm",
+    "apply_rotary",
+    "local_attention",
+    "local_attention_mask",
+    "make_mlp",
+    "make_norm",
+    "record_attention",
+    "resample_pos_embed",
+    "sincos_table",
+]

@@ -84,8 +84,11 @@ class Attention(nn.Module):
     ``head_dim`` defaults to ``dim // num_heads``; the projections map D <-> heads * head_dim.
     ``qk_norm`` names a norm (``layernorm`` / ``rmsnorm``) applied to each query and key head.
     ``query_scale`` learns one factor per head dimension, ``softplus(w) / softplus(0)`` (1 at
-    init), on the queries. ``causal`` lets token i see tokens <= i only. ``window`` makes
-    attention block-local (:func:`local_attention`). ``residual`` (RealFormer) adds the
+    init), on the queries. ``qk_norm_after_rope`` normalises queries and keys after the rotary
+    positions (TimesFM 2.5) instead of before (the usual order); the two differ wherever the
+    norm's per-dimension weights differ within a rotated pair. ``causal`` lets token i see
+    tokens <= i only. ``window`` makes attention block-local (:func:`local_attention`).
+    ``residual`` (RealFormer) adds the
     pre-softmax scores of the earlier blocks to this block's: since every block has the same
     head size, the summed scores ``scale * sum_m q_m k_m^T`` are one product of the queries and
     keys of those blocks concatenated along the head dimension, which ``prev_qk`` carries, so
@@ -96,7 +99,7 @@ class Attention(nn.Module):
                  qkv_bias: bool = True, proj_bias: bool = True, qk_norm: str | None = None,
                  norm_eps: float = 1e-6, attn_drop: float = 0.0, proj_drop: float = 0.0,
                  causal: bool = False, window: int | None = None, query_scale: bool = False,
-                 residual: bool = False) -> None:
+                 residual: bool = False, qk_norm_after_rope: bool = False) -> None:
         super().__init__()
         if head_dim is None:
             if dim % num_heads:
@@ -110,6 +113,7 @@ class Attention(nn.Module):
         self.num_heads, self.head_dim = num_heads, head_dim
         self.scale = head_dim ** -0.5
         self.causal, self.window, self.residual = causal, window, residual
+        self.qk_norm_after_rope = qk_norm_after_rope
         self.fused = True
         self.recorder: list[torch.Tensor] | None = None   # set by record_attention
         inner = num_heads * head_dim
@@ -148,9 +152,12 @@ class Attention(nn.Module):
             raise ValueError("attn_mask cannot be combined with windowed attention")
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim) \
             .permute(2, 0, 3, 1, 4).unbind(0)                       # each (B, H, N, hd)
-        q, k = self.q_norm(q), self.k_norm(k)
+        if not self.qk_norm_after_rope:
+            q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rotary(q, rope), apply_rotary(k, rope)
+        if self.qk_norm_after_rope:
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.query_scale is not None:
             q = q * (F.softplus(self.query_scale) / math.log(2.0))
         if prev_qk is not None:   # residual attention: scores of earlier blocks add up

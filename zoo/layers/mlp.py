@@ -73,6 +73,27 @@ class GatedMlp(Mlp):
         return self.drop(self.fc2(self.drop(self.act(gate) * value)))
 
 
+class ResidualMlp(nn.Module):
+    """``fc2(act(fc1(x))) + skip(x)``: in_dim -> hidden -> out_dim with a linear skip
+    connection (TimesFM's residual block, its patch tokenizer and output heads)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, *, act: str = "silu",
+                 bias: bool = True) -> None:
+        super().__init__()
+        self.act_name = act
+        self.act = activation(act)
+        self.fc1 = nn.Linear(in_dim, hidden_dim, bias=bias)
+        self.fc2 = nn.Linear(hidden_dim, out_dim, bias=bias)
+        self.skip = nn.Linear(in_dim, out_dim, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., in_dim) -> (..., out_dim)."""
+        return self.fc2(self.act(self.fc1(x))) + self.skip(x)
+
+    def extra_repr(self) -> str:
+        return f"act={self.act_name}"
+
+
 def make_mlp(kind: str, dim: int, hidden_dim: int, *, act: str, bias: bool = True,
              drop: float = 0.0) -> Mlp:
     """``mlp`` (:class:`Mlp`) or ``gated`` (:class:`GatedMlp`)."""

@@ -9,6 +9,10 @@ maps). Two task contracts build on it: :class:`Classifier` (logits, ``num_classe
 
 from __future__ import annotations
 
+import itertools
+import math
+import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -133,19 +137,92 @@ class Classifier(TokenModel):
 
 
 class Forecaster(TokenModel):
-    """History (B, context_length, C) -> forecast (B, horizon, C), in the input's units."""
+    """History (B, L, C) -> forecast (B, H, C), in the input's units.
+
+    The contract every forecaster keeps: ``model(history, horizon=None)``;
+    ``context_length`` is the longest look-back the model reads (older rows are ignored) and
+    ``min_context`` the shortest history it accepts (PatchTST: both are its fixed look-back);
+    ``horizon`` is its native horizon and ``max_horizon`` the longest it forecasts (None: any,
+    by decoding autoregressively). ``quantiles`` names the levels of
+    :meth:`forecast_quantiles` (``()`` for a point forecaster); ``supports_missing`` says
+    whether NaN in a history are masked (True) or refused.
+    """
 
     front_end: SeriesFrontEnd
     head: ForecastHead
+    any_horizon: bool = False   # True: decodes any horizon (max_horizon None), by class
 
     @property
     def context_length(self) -> int:
         return self.front_end.context_length
 
     @property
+    def min_context(self) -> int:
+        return self.context_length
+
+    @property
     def horizon(self) -> int:
         return self.head.horizon
+
+    @property
+    def max_horizon(self) -> int | None:
+        return None if self.any_horizon else self.horizon
+
+    @property
+    def quantiles(self) -> tuple[float, ...]:
+        return ()
+
+    @property
+    def supports_missing(self) -> bool:
+        return self.front_end.nan_policy == "mask"
+
+    def check_horizon(self, horizon: int | None) -> int:
+        """``horizon`` (None: the native one), checked against ``max_horizon``."""
+        horizon = self.horizon if horizon is None else int(horizon)
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        if self.max_horizon is not None and horizon > self.max_horizon:
+            raise ValueError(f"this model forecasts at most {self.max_horizon} steps; got a "
+                             f"horizon of {horizon} (fine-tune one with horizon={horizon})")
+        return horizon
+
+    def forecast_quantiles(self, history: torch.Tensor, horizon: int | None = None
+                           ) -> torch.Tensor:
+        """History (B, L, C) -> quantile forecasts (B, H, C, Q) at levels ``self.quantiles``."""
+        raise ValueError(f"{type(self).__name__} gives point forecasts only (no quantiles); "
+                         "build it with quantiles=(0.1, 0.5, 0.9) and train it with "
+                         "loss='quantile'")
+
+    def forecast_with_quantiles(self, history: torch.Tensor, horizon: int | None = None
+                                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The point forecast (B, H, C) and, for a model with quantiles, the quantile forecasts
+        (B, H, C, Q) (else None): what callers that want both use, so that a model whose point
+        forecast is one of its outputs decodes once."""
+        point = self(history, horizon)
+        return point, (self.forecast_quantiles(history, horizon) if self.quantiles else None)
 
     def input_spec(self) -> dict[str, Any]:
         return {"context_length": self.context_length, "horizon": self.horizon,
                 "num_channels": self.front_end.num_channels}
+
+
+def check_quantiles(quantiles: Sequence[float]) -> tuple[float, ...]:
+    """Quantile levels as a tuple of floats; ``()`` for a point forecaster. Otherwise they
+    must be strictly increasing (sorted, unique), each in (0, 1), and include the median 0.5
+    (the point forecast ``forward`` returns); a ValueError says what is wrong."""
+    if isinstance(quantiles, (str, bytes)) or not isinstance(quantiles, Sequence):
+        raise ValueError(f"quantiles must be a sequence of levels in (0, 1), e.g. "
+                         f"(0.1, 0.5, 0.9), got {quantiles!r}")
+    bad = [q for q in quantiles if isinstance(q, bool) or not isinstance(q, numbers.Real)
+           or not math.isfinite(q) or not 0.0 < q < 1.0]
+    if bad:
+        raise ValueError(f"quantile levels must be numbers strictly between 0 and 1; got {bad} "
+                         f"in {tuple(quantiles)}")
+    levels = tuple(float(q) for q in quantiles)
+    if any(b <= a for a, b in itertools.pairwise(levels)):
+        raise ValueError(f"quantile levels must be sorted and unique, got {levels} "
+                         f"(e.g. {tuple(sorted(set(levels)))})")
+    if levels and 0.5 not in levels:
+        raise ValueError(f"quantile levels must include the median 0.5 (the point forecast), "
+                         f"got {levels}")
+    return levels

@@ -9,6 +9,7 @@ blocks as in the paper. HF ``PatchTSTForPrediction`` checkpoints load unchanged 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -16,7 +17,7 @@ import torch
 from zoo.encoder import BlockConfig, Encoder, EncoderConfig
 from zoo.frontends.series import SeriesFrontEnd
 from zoo.heads import ForecastHead
-from zoo.models.base import Forecaster
+from zoo.models.base import Forecaster, check_quantiles
 from zoo.registry import register_model
 
 
@@ -35,6 +36,18 @@ class PatchTST(Forecaster):
     ``"trunc_normal"`` is the ViT init (std 0.02). ``attn_window`` makes attention
     block-local over that many patches (see :class:`zoo.encoder.BlockConfig`), for very
     long look-backs.
+
+    ``quantiles`` (e.g. ``(0.1, 0.5, 0.9)``; sorted, unique, in (0, 1), with 0.5) turns the
+    point head into a quantile head: one projection gives every level at every step, trained
+    with the pinball loss (``recipes.forecasting``: ``loss="quantile"``).
+    :meth:`forecast_quantiles` returns all levels (B, H, C, Q) and ``forward`` the median
+    (B, H, C), both in the input's scale: RevIN's scale multiplies every level and its
+    location shifts them. The Q outputs are sorted along the level axis (in training too), so
+    quantiles never cross: for any target, swapping two crossed values lowers the summed
+    pinball loss by (q_j - q_i)(a - b) > 0, so sorting is never worse than the raw outputs
+    (Chernozhukov, Fernandez-Val & Galichon, "Quantile and probability curves without
+    crossing", Econometrica 2010). ``quantiles=()`` (the default) is the point forecaster,
+    whose weights and HF parity are unchanged.
     """
 
     modality = "series"
@@ -50,8 +63,10 @@ class PatchTST(Forecaster):
                  norm_eps: float = 1e-5, drop_rate: float = 0.2, attn_drop_rate: float = 0.0,
                  head_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
                  residual_attention: bool = False, init: str = "torch",
-                 attn_window: int | None = None) -> None:
+                 attn_window: int | None = None, quantiles: Sequence[float] = ()) -> None:
         args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        levels = check_quantiles(quantiles)
+        args["quantiles"] = list(levels)   # as config.json stores it
         if init not in ("torch", "trunc_normal"):
             raise ValueError(f"init must be 'torch' or 'trunc_normal', got {init!r}")
         front_end = SeriesFrontEnd(
@@ -67,23 +82,51 @@ class PatchTST(Forecaster):
         encoder = Encoder(EncoderConfig(block=block, depth=depth, drop_path=drop_path_rate,
                                         final_norm=False))
         head = ForecastHead(front_end.num_patches, embed_dim, horizon, num_channels=num_channels,
-                            pool=head_pool, shared=shared_head, drop=head_drop_rate)
+                            pool=head_pool, shared=shared_head, drop=head_drop_rate,
+                            num_quantiles=len(levels))
         if init == "torch":   # the reference PatchTST keeps PyTorch's default Linear init
             for module in encoder.modules():
                 if isinstance(module, torch.nn.Linear):
                     module.reset_parameters()
         super().__init__(front_end, encoder, head, model_args=args)
         front_end.channel_specific |= not shared_head  # a per-channel head fixes the count too
+        self._quantiles = levels
+
+    @property
+    def quantiles(self) -> tuple[float, ...]:
+        return self._quantiles
 
     def forecast_head(self, tokens: torch.Tensor, num_channels: int) -> torch.Tensor:
-        """Encoder tokens (B * C, N, D) -> scaled forecast (B, H, C)."""
+        """Encoder tokens (B * C, N, D) -> scaled forecast (B, H, C), or (B, H, C, Q) with
+        quantiles (unsorted)."""
         return self.head(tokens, num_channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """History (B, L, C) -> forecast (B, H, C) in the input's scale."""
+    def _forecast(self, x: torch.Tensor, horizon: int | None) -> torch.Tensor:
+        """History (B, L, C) -> (B, H, C), or sorted quantiles (B, H, C, Q), in x's scale."""
+        horizon = self.check_horizon(horizon)
         z, stats = self.front_end.normalize(x)
-        tokens = self.encoder(self.front_end.embed(z))
-        return self.front_end.denormalize(self.forecast_head(tokens, x.shape[-1]), stats)
+        y = self.forecast_head(self.encoder(self.front_end.embed(z)), x.shape[-1])
+        if not self._quantiles:
+            return self.front_end.denormalize(y, stats)[:, :horizon]
+        B, H, C, Q = y.shape   # the scaler acts on (B, T, C): fold the levels into time
+        y = self.front_end.denormalize(y.permute(0, 3, 1, 2).reshape(B, Q * H, C), stats)
+        y = y.reshape(B, Q, H, C).permute(0, 2, 3, 1)                      # (B, H, C, Q)
+        # sorted after denormalising: an affine RevIN weight may be negative and flip the order
+        return torch.sort(y[:, :horizon], dim=-1).values
+
+    def forward(self, x: torch.Tensor, horizon: int | None = None) -> torch.Tensor:
+        """History (B, L, C) -> forecast (B, H, C) in the input's scale (the median for a
+        quantile model); ``horizon`` (at most the model's) cuts it."""
+        y = self._forecast(x, horizon)
+        return y[..., self._quantiles.index(0.5)].contiguous() if self._quantiles else y
+
+    def forecast_quantiles(self, history: torch.Tensor, horizon: int | None = None
+                           ) -> torch.Tensor:
+        """History (B, L, C) -> forecasts (B, H, C, Q) at levels ``self.quantiles``, in the
+        input's scale, non-decreasing along Q."""
+        if not self._quantiles:
+            return super().forecast_quantiles(history, horizon)   # raises: point forecaster
+        return self._forecast(history, horizon)
 
     def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return dict(state_dict)
