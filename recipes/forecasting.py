@@ -197,19 +197,9 @@ class Forecaster(L.LightningModule):
             self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
 
-    def _forecasts(self, history: torch.Tensor, horizon: int
-                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The point forecast (B, H, C) (a quantile model's median) and the quantile
-        forecasts (B, H, C, Q) (None for a point model) of ``horizon`` steps, from one forward
-        pass (a model that decodes any horizon forecasts the data's)."""
-        if not self.quantiles:
-            return self(history, horizon), None
-        quantiles = self.model.forecast_quantiles(history, horizon)
-        return quantiles[..., self.quantiles.index(0.5)].contiguous(), quantiles
-
     def _evaluate(self, batch, stage: str) -> None:
         history, target = batch
-        forecast, quantiles = self._forecasts(history, target.shape[1])
+        forecast, quantiles = self.model.forecast_with_quantiles(history, target.shape[1])
         if self.season is None:
             raise ValueError("MASE needs a season length: set model.season (see setup)")
         updates = {"mse": (forecast, target), "mae": (forecast, target),
@@ -233,7 +223,7 @@ class Forecaster(L.LightningModule):
         units (``zoo fit|test``'s scale; the checkpoint keeps the scaler); a quantile model
         adds ``quantiles`` (B, H, C, Q) at the levels of its ``model_kwargs.quantiles``."""
         history, target = batch
-        forecast, quantiles = self._forecasts(history, target.shape[1])
+        forecast, quantiles = self.model.forecast_with_quantiles(history, target.shape[1])
         out = {"forecast": forecast, "target": target}
         if quantiles is not None:
             out["quantiles"] = quantiles

@@ -92,13 +92,7 @@ def check_horizon(model: Forecaster, horizon: int | None, index: pd.Index | None
     if horizon is None and model.max_horizon is None and isinstance(index, pd.DatetimeIndex) \
             and len(index) >= 2:
         horizon = default_horizon(index.freq or _infer_step(index))
-    horizon = model.horizon if horizon is None else horizon
-    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
-        raise ValueError(f"horizon must be a whole number >= 1, got {horizon!r}")
-    if model.max_horizon is not None and horizon > model.max_horizon:
-        raise ValueError(f"this model forecasts {model.max_horizon} steps; horizon={horizon} is "
-                         f"longer (fine-tune one with horizon={horizon} for that)")
-    return int(horizon)
+    return model.check_horizon(horizon)
 
 
 def resolve_levels(model: Forecaster, levels: Sequence[float] | None) -> tuple[float, ...]:

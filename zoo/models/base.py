@@ -177,14 +177,16 @@ class Forecaster(TokenModel):
         return self.front_end.nan_policy == "mask"
 
     def check_horizon(self, horizon: int | None) -> int:
-        """``horizon`` (None: the native one), checked against ``max_horizon``."""
-        horizon = self.horizon if horizon is None else int(horizon)
+        """``horizon`` (None: the native one): a whole number >= 1, at most ``max_horizon``."""
+        horizon = self.horizon if horizon is None else horizon
+        if isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral):
+            raise ValueError(f"horizon must be a whole number >= 1, got {horizon!r}")
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         if self.max_horizon is not None and horizon > self.max_horizon:
-            raise ValueError(f"this model forecasts at most {self.max_horizon} steps; got a "
-                             f"horizon of {horizon} (fine-tune one with horizon={horizon})")
-        return horizon
+            raise ValueError(f"this model forecasts {self.max_horizon} steps; horizon={horizon} "
+                             f"is longer (fine-tune one with horizon={horizon} for that)")
+        return int(horizon)
 
     def forecast_quantiles(self, history: torch.Tensor, horizon: int | None = None
                            ) -> torch.Tensor:
@@ -197,9 +199,12 @@ class Forecaster(TokenModel):
                                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The point forecast (B, H, C) and, for a model with quantiles, the quantile forecasts
         (B, H, C, Q) (else None): what callers that want both use, so that a model whose point
-        forecast is one of its outputs decodes once."""
-        point = self(history, horizon)
-        return point, (self.forecast_quantiles(history, horizon) if self.quantiles else None)
+        forecast is one of its outputs decodes once: a quantile forecaster's point forecast is
+        its median (``check_quantiles`` requires the 0.5 level)."""
+        if not self.quantiles:
+            return self(history, horizon), None
+        quantiles = self.forecast_quantiles(history, horizon)
+        return quantiles[..., self.quantiles.index(0.5)].contiguous(), quantiles
 
     def input_spec(self) -> dict[str, Any]:
         return {"context_length": self.context_length, "horizon": self.horizon,

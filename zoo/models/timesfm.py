@@ -143,19 +143,15 @@ class TimesFM(Forecaster):
         """History (B, L, C) -> forecasts (B, H, C, Q) at the levels ``self.quantiles``."""
         return self.forecast_outputs(history, horizon)[..., 1:]
 
-    def forecast_with_quantiles(self, history: torch.Tensor, horizon: int | None = None
-                                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Point (B, H, C) and quantiles (B, H, C, Q) from one decoding."""
-        outputs = self.forecast_outputs(history, horizon)
-        return outputs[..., self.point_index], outputs[..., 1:]
-
     # --- decoding ------------------------------------------------------------------------------
 
-    def decode(self, values: torch.Tensor, missing: torch.Tensor
+    def decode(self, values: torch.Tensor, missing: torch.Tensor, *, last_only: bool = False
                ) -> tuple[torch.Tensor, torch.Tensor | None, PatchTokens]:
         """Prepared values and flags (S, L') -> every position's outputs in its own normalised
         units: point (S, N, horizon, 1 + Q), long quantiles (S, N, quantile_horizon, 1 + Q) or
-        None, and the tokens' statistics (for training: targets normalised the same way)."""
+        None, and the tokens' statistics (for training: targets normalised the same way).
+        ``last_only``: the heads read the last position alone (N = 1 in the outputs), as
+        forecasting needs."""
         patch = self.front_end.embed(values, missing)
         N = patch.tokens.shape[1]
         mask = None
@@ -164,7 +160,7 @@ class TimesFM(Forecaster):
             keys = ~patch.padding[:, None, None, :]
             mask = keys | torch.eye(N, dtype=torch.bool, device=values.device)
         hidden = self.encoder(patch.tokens, mask, rope=self.front_end.rope_for(patch.padding))
-        point, spread = self.head(hidden)
+        point, spread = self.head(hidden[:, -1:] if last_only else hidden)
         return point, spread, patch
 
     def _decode_last(self, values: torch.Tensor, missing: torch.Tensor
@@ -173,7 +169,7 @@ class TimesFM(Forecaster):
         (S, quantile_horizon, 1 + Q) or None; flip-invariant if the model is."""
         if self.flip_invariance:
             values, missing = torch.cat([values, -values]), torch.cat([missing, missing])
-        point, spread, patch = self.decode(values, missing)
+        point, spread, patch = self.decode(values, missing, last_only=True)
         mean, std = patch.mean[:, -1, None, None], patch.std[:, -1, None, None]
         point = point[:, -1] * std + mean
         spread = None if spread is None else spread[:, -1] * std + mean
