@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))                  # the row modules beside this script
 
 import zoo  # noqa: E402
 from zoo.convert import to_zoo_state_dict  # noqa: E402
@@ -322,6 +323,20 @@ def whisper_frontend_rows(*, warmup: int, rounds: int) -> list[dict[str, Any]]:
 
 FRONTENDS = {"frontend": frontend_rows, "whisper_frontend": whisper_frontend_rows}
 
+# Rows that live in their own scripts (each also runs alone): row name -> module in benchmarks/.
+# Imported on use: they pull in heavier peers (NeuralForecast, ONNX Runtime).
+MODULE_ROWS = {"e2e_audio": "end_to_end", "e2e_images": "end_to_end",
+               "e2e_forecast": "forecast_end_to_end", "int8": "quantization",
+               "time_to_accuracy": "time_to_accuracy"}
+
+
+def module_rows(name: str, *, warmup: int, rounds: int) -> list[dict[str, Any]]:
+    import importlib
+
+    rows: list[dict[str, Any]] = importlib.import_module(MODULE_ROWS[name]).ROWS[name](
+        warmup=warmup, rounds=rounds)
+    return rows
+
 
 # --- peak memory of a training step ----------------------------------------------------------------
 
@@ -410,8 +425,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="vit,vit_small,ast,patchtst,frontend,whisper_frontend",
-                        help="comma-separated: " + ", ".join([*CASES, *FRONTENDS]))
+    parser.add_argument("--only", default=",".join([*CASES, *FRONTENDS, *MODULE_ROWS]),
+                        help="comma-separated: " + ", ".join([*CASES, *FRONTENDS, *MODULE_ROWS]))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
@@ -424,16 +439,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     only = [n.strip() for n in args.only.split(",") if n.strip()]
-    unknown = set(only) - set(CASES) - set(FRONTENDS)
+    unknown = set(only) - set(CASES) - set(FRONTENDS) - set(MODULE_ROWS)
     if unknown:
-        parser.error(f"unknown rows {sorted(unknown)}; choose from {[*CASES, *FRONTENDS]}")
+        parser.error(f"unknown rows {sorted(unknown)}; "
+                     f"choose from {[*CASES, *FRONTENDS, *MODULE_ROWS]}")
     info = machine()
     print(f"zoo bench {info}")
     speed = []
     for name in only:
-        rows = FRONTENDS[name](warmup=args.warmup, rounds=args.rounds) if name in FRONTENDS \
-            else time_case(CASES[name](), warmup=args.warmup, rounds=args.rounds,
-                           compile_inference=args.compile)
+        if name in FRONTENDS:
+            rows = FRONTENDS[name](warmup=args.warmup, rounds=args.rounds)
+        elif name in MODULE_ROWS:
+            rows = module_rows(name, warmup=1, rounds=3)      # long rows: fewer rounds
+        else:
+            rows = time_case(CASES[name](), warmup=args.warmup, rounds=args.rounds,
+                             compile_inference=args.compile)
         print_table(rows)
         speed += rows
     memory = [] if args.no_memory else memory_rows([n for n in only if n in CASES])

@@ -4,7 +4,10 @@ A package is ``model.safetensors`` + ``config.json`` (architecture, arguments, p
 labels, metrics: everything :func:`zoo.load` needs) + ``README.md``, a model card generated
 from the run: task, data, split, the data's license, metrics measured on the config's test
 split by the same evaluation as ``zoo eval``, the command, the date and the training time.
-``--format onnx`` adds ``model.onnx`` (see :mod:`zoo.onnx_export`), checked against PyTorch.
+``--format onnx`` adds ``model.onnx`` (see :mod:`zoo.onnx_export`), checked against PyTorch;
+``--quantize int8`` also ``model.int8.onnx`` (see :mod:`zoo.quantize`), checked against
+``model.onnx`` and, for a checkpoint, scored by the same evaluation (the card's "int8 (CPU
+deployment)" section).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from torch import nn
 
 import zoo
 from zoo.package import package_writer, write_package
+from zoo.quantize import QUANTIZE_MODES, QUANTIZED_NAME, compare_onnx, onnx_forward, quantize_onnx
 
 if TYPE_CHECKING:   # a recipe checkpoint needs Lightning (zoo[train]); a registered model does not
     from recipes.classification import Classifier
@@ -31,6 +35,7 @@ if TYPE_CHECKING:   # a recipe checkpoint needs Lightning (zoo[train]); a regist
 logger = logging.getLogger("zoo.recipes")
 
 FORMATS = ("package", "onnx")
+INT8_SECTION = "## int8 (CPU deployment)"
 
 DATASETS = {
     "digits": dict(
@@ -155,8 +160,10 @@ def card_metrics(tested: dict[str, float], dataset: str, modality: str) -> dict[
 
 
 def render_card(*, name: str, model: nn.Module, metrics: dict[str, float], run: dict[str, Any],
-                run_config: SavedRun, config_text: str, num_test: int | None) -> str:
-    """The model card: what was trained on what, how it scored, how to reproduce it."""
+                run_config: SavedRun, config_text: str, num_test: int | None,
+                int8_metrics: dict[str, float] | None = None) -> str:
+    """The model card: what was trained on what, how it scored, how to reproduce it, and with
+    ``int8_metrics`` (the same evaluation of ``model.int8.onnx``) an int8 section."""
     data = dataset_facts(run_config)
     arch, modality = model.pretrained_cfg.architecture, model.modality
     if run.get("train_time_s") is not None:
@@ -187,6 +194,8 @@ def render_card(*, name: str, model: nn.Module, metrics: dict[str, float], run: 
         lines += [f"| {k} | {v:.{digits}f} |" for k, v in metrics.items()]
     else:
         lines += ["Not measured (exported with `--no-eval`)."]
+    if int8_metrics:
+        lines += ["", int8_section(metrics, int8_metrics, modality=modality).rstrip()]
     command = run.get("command") or "not recorded"
     lines += ["", "## Reproduce", "", "```bash", command, "```", "",
               "The resolved config:", "", "```yaml", config_text.rstrip(), "```", "",
@@ -194,6 +203,64 @@ def render_card(*, name: str, model: nn.Module, metrics: dict[str, float], run: 
               (f"model = zoo.load('path/to/this/directory').eval()   # or "
                f"zoo.create_model({arch!r}, pretrained='path/to/this/directory')"), "```", ""]
     return "\n".join(lines)
+
+
+def metric_change(key: str, fp32: float, int8: float) -> str:
+    """int8's change of metric ``key``: in points for percentages (accuracy, error rates), in
+    per cent of the float32 value for errors such as MSE (positive: higher)."""
+    if "top-" in key or "(%)" in key:
+        return f"{round(int8 - fp32, 2) + 0.0:+.2f} points"   # + 0.0: "+0.00", not "-0.00"
+    if not fp32:
+        return f"{int8 - fp32:+.4g}"
+    return f"{round(100 * (int8 - fp32) / fp32, 2) + 0.0:+.2f}%"
+
+
+def int8_section(fp32: dict[str, float], int8: dict[str, float], *, modality: str,
+                 speed: list[dict[str, Any]] | None = None, command: str | None = None,
+                 machine: str | None = None) -> str:
+    """The card's "int8 (CPU deployment)" section: each metric of the float32 model and of
+    ``model.int8.onnx`` (the same evaluation), the change, and optionally speed rows
+    (``benchmarks/quantization.py``'s: ``batch``, ``fp32_ms``, ``int8_ms``, ``ratio``)."""
+    digits = 4 if modality == "series" else 2
+    intro = ("`zoo export ... --format onnx --quantize int8` also writes `model.int8.onnx`: "
+             "every Linear layer's weights in int8 (one scale per output channel), activations "
+             "quantised per tensor at run time, for ONNX Runtime on CPUs (`zoo.quantize`). "
+             "Measured by the same evaluation as the metrics above, on the same test split:")
+    lines = [INT8_SECTION, "", intro, "",
+             "| metric | float32 | int8 | change |", "| --- | --- | --- | --- |"]
+    lines += [f"| {k} | {fp32[k]:.{digits}f} | {int8[k]:.{digits}f} | "
+              f"{metric_change(k, fp32[k], int8[k])} |" for k in int8 if k in fp32]
+    if speed:
+        lines += ["", "Inference speed with ONNX Runtime on CPU"
+                  + (f" ({machine})" if machine else "")
+                  + ", medians of interleaved rounds:", "",
+                  "| batch | float32 (ms) | int8 (ms) | int8 speed-up |", "| --- | --- | --- | --- |"]
+        lines += [f"| {r['batch']} | {r['fp32_ms']:.2f} | {r['int8_ms']:.2f} | {r['ratio']:.2f}x |"
+                  for r in speed]
+    if command:
+        lines += ["", "```bash", command, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def write_int8_section(card: Path, section: str) -> None:
+    """Put ``section`` into the card before ``## Reproduce`` (replacing an earlier one)."""
+    text = card.read_text()
+    if INT8_SECTION in text:
+        start = text.index(INT8_SECTION)
+        text = text[:start] + text[text.index("\n## ", start) + 1:]
+    at = text.index("## Reproduce")
+    card.write_text(text[:at] + section + "\n" + text[at:])
+
+
+def read_int8_section(card: Path) -> dict[str, tuple[float, float]] | None:
+    """A card's int8 metrics ({metric: (float32, int8)}), or None if it has no such section."""
+    text = card.read_text()
+    if INT8_SECTION not in text:
+        return None
+    part = text.split(INT8_SECTION, 1)[1].split("\n## ", 1)[0]
+    part = part.split("| metric |", 1)[1].split("\n\n", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in part.splitlines()[2:]]
+    return {row[0]: (float(row[1]), float(row[2])) for row in rows if len(row) == 4}
 
 
 def run_dir_of(ckpt: Path) -> Path:
@@ -222,7 +289,7 @@ def module_from_checkpoint(ckpt: str | Path
 def export_checkpoint(ckpt: str | Path, out_dir: str | Path, *,
                       fmt: str = "package", evaluate: bool = True, tag: str | None = None,
                       config: str | Path | None = None,
-                      half: bool = False) -> dict[str, Any]:
+                      half: bool = False, quantize: str | None = None) -> dict[str, Any]:
     """Write the model of recipe checkpoint ``ckpt`` as a package in ``out_dir``.
 
     ``config`` defaults to the run directory's ``config.yaml``. With ``evaluate`` the card's
@@ -230,13 +297,13 @@ def export_checkpoint(ckpt: str | Path, out_dir: str | Path, *,
     come from the run's ``metrics.json`` if that tested this very checkpoint, else none are
     claimed. ``tag`` names the weights (``arch.tag``; default: the dataset, plus the horizon
     for forecasters). ``half`` stores float16 weights (they load into float32 models); the
-    metrics are then measured on those rounded weights. Returns the paths written and the
-    metrics.
+    metrics are then measured on those rounded weights. ``quantize="int8"`` (with
+    ``fmt="onnx"``) adds ``model.int8.onnx``; with ``evaluate`` it is scored too, and the card
+    gets an int8 section. Returns the paths written and the metrics.
     """
     from recipes.train import evaluate as evaluate_ckpt
 
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    check_options(fmt, quantize)
     ckpt = Path(ckpt)
     run_dir = run_dir_of(ckpt)
     config_path = Path(config) if config else run_dir / "config.yaml"
@@ -274,22 +341,48 @@ def export_checkpoint(ckpt: str | Path, out_dir: str | Path, *,
         file=None, hf_hub_id=None, url=None, sha256=None,
         description=f"{data['task']}: {data['title']}")
     name = model.pretrained_cfg.name
-    card = render_card(name=name, model=model, metrics=metrics, run=run, run_config=recipe,
-                       config_text=config_path.read_text(), num_test=num_test)
     out_dir = Path(out_dir)
-    written = {"name": name, "package": str(out_dir), "metrics": metrics}
+    written: dict[str, Any] = {"name": name, "package": str(out_dir), "metrics": metrics}
     with package_writer(out_dir) as staging:   # the whole package appears at once, or nothing
+        if fmt == "onnx":
+            written.update(export_onnx_file(model, staging / "model.onnx", out_dir / "model.onnx",
+                                            quantize=quantize))
+        int8_metrics = None
+        if quantize and evaluate:   # the deployed file, scored by the same evaluation
+            with onnx_forward(model, staging / QUANTIZED_NAME):
+                tested8 = evaluate_ckpt(["--config", str(config_path)], module=module)["metrics"]
+            int8_metrics = card_metrics(tested8, dataset, model.modality)
+            written["int8_metrics"] = int8_metrics
+        card = render_card(name=name, model=model, metrics=metrics, run=run, run_config=recipe,
+                           config_text=config_path.read_text(), num_test=num_test,
+                           int8_metrics=int8_metrics)
         write_package(model, staging, card=card)
         if half:
             half_precision_copy(staging / "model.safetensors", staging / "model.safetensors")
-        if fmt == "onnx":
-            written.update(export_onnx_file(model, staging / "model.onnx", out_dir / "model.onnx"))
     return written
 
 
-def export_onnx_file(model: nn.Module, path: Path, final: Path) -> dict[str, Any]:
+def check_options(fmt: str, quantize: str | None) -> None:
+    """Refuse an unknown format, or ``quantize`` without ONNX."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if quantize is not None and quantize not in QUANTIZE_MODES:
+        raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    if quantize is not None and fmt != "onnx":
+        raise ValueError(f"--quantize {quantize} needs --format onnx: the quantised model is an "
+                         "ONNX Runtime file (model.int8.onnx); PyTorch's own dynamic "
+                         "quantisation (torch.ao) is deprecated")
+
+
+QUANTIZE_CHECK_BATCH = 32   # rows of the example input the int8 model is compared on
+
+
+def export_onnx_file(model: nn.Module, path: Path, final: Path, *,
+                     quantize: str | None = None) -> dict[str, Any]:
     """``model.onnx`` at ``path`` (a package being written, to end up at ``final``), checked
-    against PyTorch at another batch size when onnxruntime is installed."""
+    against PyTorch at another batch size when onnxruntime is installed; with ``quantize``
+    also ``model.int8.onnx`` beside it, compared with ``model.onnx`` on a random batch
+    (``int8_max_abs_diff``, ``int8_relative_diff``, classifiers' ``int8_top1_agreement``)."""
     from zoo.onnx_export import check_onnx, example_input, export_onnx
 
     export_onnx(model, path)
@@ -297,14 +390,24 @@ def export_onnx_file(model: nn.Module, path: Path, final: Path) -> dict[str, Any
     try:
         result["onnx_max_abs_diff"] = check_onnx(model, path, example_input(model, 3, seed=1))
     except ImportError:
+        if quantize:
+            raise
         logger.warning("onnxruntime is not installed: %s was not checked against PyTorch", path)
+    if quantize:
+        quantized = quantize_onnx(path, path.with_name(QUANTIZED_NAME), mode=quantize)
+        compared = compare_onnx(path, quantized,
+                                example_input(model, QUANTIZE_CHECK_BATCH, seed=2))
+        result[f"onnx_{quantize}"] = str(final.with_name(QUANTIZED_NAME))
+        result.update({f"{quantize}_{k}": v for k, v in compared.items()})
     return result
 
 
-def export_model(spec: str, out_dir: str | Path, *, fmt: str = "package") -> dict[str, Any]:
-    """Re-package a registered model (``arch.tag``) or a package directory as it is."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+def export_model(spec: str, out_dir: str | Path, *, fmt: str = "package",
+                 quantize: str | None = None) -> dict[str, Any]:
+    """Re-package a registered model (``arch.tag``) or a package directory as it is
+    (``quantize="int8"``, with ``fmt="onnx"``: plus ``model.int8.onnx``, compared with
+    ``model.onnx`` but not scored: the card keeps the float32 metrics)."""
+    check_options(fmt, quantize)
     path = Path(spec)
     model = zoo.load(path) if path.is_dir() else zoo.create_model(spec, pretrained=True)
     out_dir = Path(out_dir)
@@ -313,13 +416,15 @@ def export_model(spec: str, out_dir: str | Path, *, fmt: str = "package") -> dic
     with package_writer(out_dir) as staging:
         write_package(model.eval(), staging)
         if fmt == "onnx":
-            written.update(export_onnx_file(model, staging / "model.onnx", out_dir / "model.onnx"))
+            written.update(export_onnx_file(model, staging / "model.onnx", out_dir / "model.onnx",
+                                            quantize=quantize))
     return written
 
 
 def export(source: str, out_dir: str | Path, **options: Any) -> dict[str, Any]:
     """``zoo export``: a recipe checkpoint (``.ckpt``, see :func:`export_checkpoint`) or a
-    registered name / package directory (``fmt`` only, see :func:`export_model`)."""
+    registered name / package directory (``fmt`` and ``quantize`` only, see
+    :func:`export_model`)."""
     if source.endswith(".ckpt"):
         return export_checkpoint(source, out_dir, **options)
     return export_model(source, out_dir, **options)

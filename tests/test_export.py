@@ -129,6 +129,30 @@ def test_export_needs_the_runs_config(image_run, tmp_path, capsys):
     assert "apply to recipe checkpoints" in capsys.readouterr().err
 
 
+def test_export_a_checkpoint_as_int8_scores_the_int8_file(image_run, tmp_path, capsys):
+    """--quantize int8 adds model.int8.onnx, scored by the same evaluation as the card's
+    metrics, in the card's int8 section."""
+    from recipes.export import read_int8_section
+    from recipes.train import evaluate
+    from zoo.quantize import onnx_forward
+
+    ckpt = image_run / "checkpoints" / "best.ckpt"
+    written = _run(["export", str(ckpt), str(tmp_path / "pkg"), "--format", "onnx",
+                    "--quantize", "int8"], capsys)
+    package = Path(written["package"])
+    assert (package / "model.int8.onnx").is_file() and written["int8_relative_diff"] < 0.1
+    module = module_from_checkpoint(ckpt)
+    with onnx_forward(module.model, package / "model.int8.onnx"):
+        tested = evaluate(["--config", str(image_run / "config.yaml")], module=module)["metrics"]
+    assert written["int8_metrics"]["digits test top-1"] == pytest.approx(100 * tested["test/acc"])
+    printed = read_int8_section(package / "README.md")
+    assert printed["digits test top-1"] == (round(written["metrics"]["digits test top-1"], 2),
+                                            round(written["int8_metrics"]["digits test top-1"], 2))
+    # the card's own metrics stay float32's
+    assert json.loads((package / "config.json").read_text())["pretrained_cfg"]["metrics"] == \
+        written["metrics"]
+
+
 def test_export_a_registered_model_as_onnx(tmp_path, capsys):
     written = _run(["export", "vit_nano_patch4_16.digits", str(tmp_path / "digits"),
                     "--format", "onnx"], capsys)

@@ -117,3 +117,32 @@ def test_card_noise_table_matches_a_fresh_evaluation(card, one_thread):
             if column != "clean":
                 got = result["noisy"][kind][f"{float(column.removesuffix(' dB')):g}"]
                 assert round(got, 2) == pytest.approx(value, abs=1e-9), (kind, column)
+
+
+INT8_CARDS = [p for p in CARDS if "## int8 (CPU deployment)" in p.read_text()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("card", INT8_CARDS, ids=[p.stem for p in INT8_CARDS])
+def test_card_int8_table_matches_a_fresh_evaluation(card, tmp_path, one_thread):
+    """The card's int8 table (float32 and int8 test metrics) is what
+    benchmarks/quantization.py measures today on the bundled weights (speed is not checked:
+    it depends on the machine)."""
+    from recipes.export import read_int8_section
+
+    _, printed_metrics, config = _card(card)
+    dataset = config["data"]["init_args"]["dataset"]
+    if dataset in NEEDS_DATA:
+        root = Path(os.environ.get("ZOO_DATA", "")) / NEEDS_DATA[dataset]
+        if not os.environ.get("ZOO_DATA") or not root.exists():
+            pytest.skip(f"{dataset} not found: set ZOO_DATA to the folder holding {NEEDS_DATA[dataset]}")
+    quantization = _benchmark("quantization")
+    model = zoo.create_model(card.stem, pretrained=True).eval()
+    paths = quantization.export_pair(model, tmp_path)
+    measured = quantization.accuracy(card.stem, paths, tmp_path)
+    printed = read_int8_section(card)
+    assert printed and set(printed) <= set(measured["onnx_int8"]), (printed, measured)
+    for key, (fp32, int8) in printed.items():
+        assert float(printed_metrics[key]) == fp32, key   # the float32 column is the card's
+        decimals = 4 if model.modality == "series" else 2
+        assert round(measured["onnx_int8"][key], decimals) == pytest.approx(int8, abs=1e-9), key

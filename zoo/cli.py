@@ -218,7 +218,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from recipes.export import export
 
-    options = dict(fmt=args.format)
+    options = dict(fmt=args.format, quantize=args.quantize)
     if args.source.endswith(".ckpt"):
         options.update(evaluate=not args.no_eval, tag=args.tag, config=args.config,
                        half=args.half)
@@ -250,7 +250,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model} is a forecaster: use `zoo forecast {args.model} DATA.csv`")
     paths = collect_inputs(args.inputs, model)
     rows = predict_files(model, paths, batch_size=args.batch_size, top_k=args.top_k,
-                         on_error=args.on_error, progress=args.output is not None)
+                         on_error=args.on_error, progress=args.output is not None,
+                         num_workers=args.workers)
     if args.output:
         write_predictions(rows, args.output)
         skipped = sum(1 for r in rows if r.get("error"))
@@ -625,6 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_count(1), default=32)
     p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
                    help="an unreadable file: stop naming it, or skip it (noted in the CSV)")
+    p.add_argument("--workers", type=_count(0), default=None, help="processes that read and "
+                   "preprocess files while the model runs (default: min(4, CPU count); 0: none)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("transcribe", help="speech to text for audio files (a speech model)")
@@ -708,6 +711,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", default=None, help="weights tag (name arch.TAG); default: the dataset")
     p.add_argument("--config", default=None, help="the run's config (default: RUN_DIR/config.yaml)")
     p.add_argument("--half", action="store_true", help="store float16 weights (measured as such)")
+    p.add_argument("--quantize", default=None, choices=("int8",), help="with --format onnx: "
+                   "also model.int8.onnx, int8 Linear weights for ONNX Runtime on CPU, compared "
+                   "with model.onnx (a checkpoint's card adds its int8 metrics)")
     p.set_defaults(func=cmd_export)
     return parser
 

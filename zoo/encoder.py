@@ -33,6 +33,7 @@ from torch.utils.checkpoint import checkpoint
 
 from zoo.layers.attention import QK, Attention
 from zoo.layers.drop import DropPath, LayerScale
+from zoo.layers.inplace import may_overwrite
 from zoo.layers.mlp import ACTIVATIONS, MLPS, make_mlp
 from zoo.layers.norm import NORMS, TokenBatchNorm, make_norm
 from zoo.layers.pos_embed import Rope, RotaryTable
@@ -152,6 +153,16 @@ def _scale(c: BlockConfig) -> nn.Module:
     return LayerScale(c.embed_dim, c.layer_scale_init) if c.layer_scale_init else nn.Identity()
 
 
+def _residual(x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    """``x + branch``. Without autograd (:func:`may_overwrite`) the sum goes into the branch's
+    fresh buffer (the same numbers: addition commutes exactly): one (B, N, D) tensor fewer.
+    Branches of another shape or dtype (autocast) get ``x + branch``'s promotion as before."""
+    if (not may_overwrite() or branch is x or branch.shape != x.shape
+            or branch.dtype != x.dtype):
+        return x + branch
+    return branch.add_(x)
+
+
 # --- blocks: (B, N, D) -> (B, N, D), plus the queries and keys of residual attention ------------
 
 class TwoBranchBlock(nn.Module):
@@ -175,8 +186,8 @@ class PreNormBlock(TwoBranchBlock):
                 rope: RotaryTable | None = None, prev_qk: QK | None = None
                 ) -> tuple[torch.Tensor, QK | None]:
         y, qk = self.attn(self.norm1(x), mask, rope, prev_qk)
-        x = x + self.drop_path1(self.ls1(y))
-        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x)))), qk
+        x = _residual(x, self.drop_path1(self.ls1(y)))
+        return _residual(x, self.drop_path2(self.ls2(self.mlp(self.norm2(x))))), qk
 
 
 class PostNormBlock(TwoBranchBlock):
@@ -184,8 +195,8 @@ class PostNormBlock(TwoBranchBlock):
                 rope: RotaryTable | None = None, prev_qk: QK | None = None
                 ) -> tuple[torch.Tensor, QK | None]:
         y, qk = self.attn(x, mask, rope, prev_qk)
-        x = self.norm1(x + self.drop_path1(self.ls1(y)))
-        return self.norm2(x + self.drop_path2(self.ls2(self.mlp(x)))), qk
+        x = self.norm1(_residual(x, self.drop_path1(self.ls1(y))))
+        return self.norm2(_residual(x, self.drop_path2(self.ls2(self.mlp(x))))), qk
 
 
 class ResPostNormBlock(TwoBranchBlock):
@@ -202,8 +213,8 @@ class ResPostNormBlock(TwoBranchBlock):
                 rope: RotaryTable | None = None, prev_qk: QK | None = None
                 ) -> tuple[torch.Tensor, QK | None]:
         y, qk = self.attn(x, mask, rope, prev_qk)
-        x = x + self.drop_path1(self.ls1(self.norm1(y)))
-        return x + self.drop_path2(self.ls2(self.norm2(self.mlp(x)))), qk
+        x = _residual(x, self.drop_path1(self.ls1(self.norm1(y))))
+        return _residual(x, self.drop_path2(self.ls2(self.norm2(self.mlp(x))))), qk
 
 
 class SandwichBlock(TwoBranchBlock):
@@ -218,9 +229,9 @@ class SandwichBlock(TwoBranchBlock):
                 rope: RotaryTable | None = None, prev_qk: QK | None = None
                 ) -> tuple[torch.Tensor, QK | None]:
         y, qk = self.attn(self.norm1(x), mask, rope, prev_qk)
-        x = x + self.drop_path1(self.ls1(self.norm1_post(y)))
+        x = _residual(x, self.drop_path1(self.ls1(self.norm1_post(y))))
         y = self.norm2_post(self.mlp(self.norm2(x)))
-        return x + self.drop_path2(self.ls2(y)), qk
+        return _residual(x, self.drop_path2(self.ls2(y))), qk
 
 
 class ParallelBlock(nn.Module):
@@ -239,7 +250,7 @@ class ParallelBlock(nn.Module):
                 ) -> tuple[torch.Tensor, QK | None]:
         h = self.norm(x)
         y, qk = self.attn(h, mask, rope, prev_qk)
-        return x + self.drop_path(self.ls(y + self.mlp(h))), qk
+        return _residual(x, self.drop_path(self.ls(y + self.mlp(h)))), qk
 
 
 class _Branch(nn.Module):

@@ -23,7 +23,7 @@ import torch
 
 from zoo._optional import pyplot
 from zoo.data import OnError
-from zoo.data.series import SeriesDataError
+from zoo.data.series import LongTable, SeriesDataError, infer_step, read_long
 from zoo.metrics import (
     coverage,
     default_horizon,
@@ -67,20 +67,7 @@ def infer_season(index: pd.Index) -> int:
     (inferred) frequency; 1 for row numbers or a step that names no frequency."""
     if not isinstance(index, pd.DatetimeIndex) or len(index) < 2:
         return 1
-    return season_length(index.freq or _infer_step(index))
-
-
-def _infer_step(index: pd.DatetimeIndex) -> pd.DateOffset | None:
-    """pandas' inferred frequency of ``index``, else its most common step (None: one row)."""
-    if len(index) >= 3:
-        try:
-            if (freq := pd.DatetimeIndex(index, freq="infer").freq) is not None:
-                return freq
-        except ValueError:          # not monotonic, or too irregular to say
-            pass
-    if len(index) >= 2:
-        return pd.tseries.frequencies.to_offset(pd.Series(index).diff().mode().iloc[0])
-    return None
+    return season_length(index.freq or infer_step(index))
 
 
 # ---- the model call ------------------------------------------------------------------------
@@ -91,7 +78,7 @@ def check_horizon(model: Forecaster, horizon: int | None, index: pd.Index | None
     monthly 18, ...: :func:`zoo.metrics.default_horizon`); else the model's native one."""
     if horizon is None and model.max_horizon is None and isinstance(index, pd.DatetimeIndex) \
             and len(index) >= 2:
-        horizon = default_horizon(index.freq or _infer_step(index))
+        horizon = default_horizon(index.freq or infer_step(index))
     return model.check_horizon(horizon)
 
 
@@ -134,36 +121,48 @@ def _predict(model: Forecaster, histories: Sequence[np.ndarray], horizon: int,
              ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Histories (L_i, C) float64 -> point forecasts (H, C) and bands (H, C, 2 * len(levels))
     (lower then upper bound per level) in float64, batching histories of equal length."""
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() \
-        else torch.float32
-    picks = [i for level in levels for i in interval_indices(model.quantiles, level)]
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for i, history in enumerate(histories):
         groups[history.shape].append(i)
     points: list[np.ndarray] = [np.empty(0)] * len(histories)
     bands: list[np.ndarray] = [np.empty(0)] * len(histories)
-    model.eval()
     for members in groups.values():
-        for start in range(0, len(members), batch_size):
-            chunk = members[start:start + batch_size]
-            x = np.stack([histories[i] for i in chunk])                   # (B, L, C)
-            scale = _safe_scale(x)
-            xt = torch.from_numpy(x / scale).to(device=device, dtype=dtype)
-            with torch.inference_mode():
-                point, quant = model.forecast_with_quantiles(xt, horizon)  # (B, H, C), (.., Q)
-                quant = quant[..., picks] if picks and quant is not None else None
-            expected = (len(chunk), horizon, x.shape[2])
-            if tuple(point.shape) != expected:
-                raise RuntimeError(f"{type(model).__name__} returned a forecast of shape "
-                                   f"{tuple(point.shape)} for a history of {tuple(x.shape)} and "
-                                   f"horizon {horizon}; expected {expected}")
-            point_np = point.double().cpu().numpy() * scale
-            quant_np = (quant.double().cpu().numpy() * scale[..., None] if quant is not None
-                        else np.empty((*expected, 0)))
-            for j, i in enumerate(chunk):
-                points[i], bands[i] = point_np[j], quant_np[j]
+        point, band = _predict_stacked(model, np.stack([histories[i] for i in members]),
+                                       horizon, levels, batch_size)
+        for j, i in enumerate(members):
+            points[i], bands[i] = point[j], band[j]
+    return points, bands
+
+
+def _predict_stacked(model: Forecaster, x: np.ndarray, horizon: int, levels: Sequence[float],
+                     batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Histories (B, L, C) float64 -> point forecasts (B, H, C) and bands (B, H, C, 2 * K) (lower
+    then upper bound per level) in float64: ``batch_size`` histories per model call, the input
+    converted to the model's dtype once and the outputs written into preallocated arrays."""
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() \
+        else torch.float32
+    picks = [i for level in levels for i in interval_indices(model.quantiles, level)]
+    scale = _safe_scale(x)                                                # (B, 1, C)
+    xt = torch.from_numpy(x / scale).to(device=device, dtype=dtype)
+    B, _, C = x.shape
+    points, bands = np.empty((B, horizon, C)), np.empty((B, horizon, C, len(picks)))
+    model.eval()
+    for start in range(0, B, batch_size):
+        rows = slice(start, start + batch_size)
+        with torch.inference_mode():
+            point, quant = model.forecast_with_quantiles(xt[rows], horizon)   # (b, H, C), (.., Q)
+            quant = quant[..., picks] if picks and quant is not None else None
+        expected = (len(xt[rows]), horizon, C)
+        if tuple(point.shape) != expected:
+            raise RuntimeError(f"{type(model).__name__} returned a forecast of shape "
+                               f"{tuple(point.shape)} for a history of "
+                               f"{(expected[0], *x.shape[1:])} and horizon {horizon}; "
+                               f"expected {expected}")
+        points[rows] = point.double().cpu().numpy() * scale[rows]
+        if quant is not None:
+            bands[rows] = quant.double().cpu().numpy() * scale[rows, ..., None]
     return points, bands
 
 
@@ -373,87 +372,19 @@ def format_backtest(summary: pd.DataFrame) -> str:
 class _Series:
     """One series of a long table, on its regular grid: ``index`` (T,) and ``values`` (T, 1)."""
 
-    def __init__(self, uid: object, index: pd.Index, values: np.ndarray,
-                 step: pd.DateOffset | int) -> None:
-        self.uid, self.index, self.values, self.step = uid, index, values, step
-
-    def future(self, horizon: int) -> pd.Index:
-        last = self.index[-1]
-        return pd.Index([last + self.step * (i + 1) for i in range(horizon)], name=self.index.name)
+    def __init__(self, table: LongTable, i: int) -> None:
+        rows = slice(table.starts[i], table.starts[i + 1])
+        self.uid, self.index = table.uid(i), table.index(i)
+        self.values = table.values[rows, None]
 
 
 def _split_long(df: pd.DataFrame, id_col: str, time_col: str, target_col: str,
                 freq: str | int | None, missing: Missing) -> list[_Series | SeriesDataError]:
     """A long table -> its series sorted by id, each sorted in time and regular (gaps become
     NaN rows); a series that cannot be used is its error instead."""
-    if missing not in get_args(Missing):
-        raise ValueError(f"missing must be 'error' or 'interpolate', got {missing!r}")
-    absent = [c for c in (id_col, time_col, target_col) if c not in df.columns]
-    if absent:
-        raise SeriesDataError(f"the long table has no column(s) {absent} (columns: "
-                              f"{[str(c) for c in df.columns]}); name them with id_col=, "
-                              "time_col=, target_col=")
-    if df.empty:
-        raise SeriesDataError("the long table has no rows")
-    if (no_id := df[id_col].isna().to_numpy()).any():
-        raise SeriesDataError(f"{int(no_id.sum())} row(s) have no {id_col!r} (first: row "
-                              f"{int(np.argmax(no_id))})")
-    integer_time = pd.api.types.is_integer_dtype(df[time_col])
-    stamps = df[time_col] if integer_time else pd.to_datetime(df[time_col], errors="coerce")
-    if (bad := stamps.isna().to_numpy()).any():
-        i = int(np.flatnonzero(bad)[0])
-        raise SeriesDataError(f"cannot read {time_col!r} value {df[time_col].iloc[i]!r} (row {i}, "
-                              f"series {df[id_col].iloc[i]!r}) as a timestamp")
-    raw = df[target_col]
-    values = raw if pd.api.types.is_numeric_dtype(raw) else pd.to_numeric(raw, errors="coerce")
-    if (bad := (values.isna() & raw.notna()).to_numpy()).any():
-        i = int(np.flatnonzero(bad)[0])
-        raise SeriesDataError(f"series {df[id_col].iloc[i]!r}: non-numeric {target_col!r} value "
-                              f"{raw.iloc[i]!r} at {df[time_col].iloc[i]}")
-    table = pd.DataFrame({"uid": df[id_col].to_numpy(), "ds": stamps.reset_index(drop=True),
-                          "y": values.astype(np.float64).to_numpy()})
-    out: list[_Series | SeriesDataError] = []
-    for uid, group in table.groupby("uid", sort=True):
-        try:
-            out.append(_one_series(uid, group.sort_values("ds", kind="stable"), time_col,
-                                   integer_time, freq, missing))
-        except SeriesDataError as err:
-            out.append(err)
-    return out
-
-
-def _one_series(uid: object, group: pd.DataFrame, time_col: str, integer_time: bool,
-                freq: str | int | None, missing: Missing) -> _Series:
-    where = f"series {uid!r}: "
-    ds, y = group["ds"], group["y"].to_numpy()
-    if (dup := ds.duplicated()).any():
-        raise SeriesDataError(f"{where}{int(dup.sum())} row(s) repeat a timestamp (first: "
-                              f"{ds[dup].iloc[0]}); aggregate them first")
-    if np.isinf(y).any():
-        raise SeriesDataError(f"{where}an infinite value at {ds.iloc[int(np.argmax(np.isinf(y)))]}")
-    step: pd.DateOffset | int | None
-    if integer_time:
-        step = int(freq) if freq is not None else (int(ds.diff().mode().iloc[0]) if len(ds) > 1 else 1)
-        grid = pd.Index(np.arange(ds.iloc[0], ds.iloc[-1] + 1, step), name=time_col)
-    else:
-        index = pd.DatetimeIndex(ds, name=time_col)
-        step = pd.tseries.frequencies.to_offset(freq) if freq is not None else _infer_step(index)
-        if step is None:
-            raise SeriesDataError(f"{where}one row: cannot infer its time step; pass freq=...")
-        grid = pd.date_range(index[0], index[-1], freq=step, name=time_col)
-    if len(off := pd.Index(ds).difference(grid)):
-        raise SeriesDataError(f"{where}timestamp {off[0]} is off the regular {step} grid from "
-                              f"{ds.iloc[0]}; pass freq=... or resample it")
-    series = pd.Series(y, index=pd.Index(ds)).reindex(grid)
-    if (gaps := len(grid) - len(ds)):
-        logger.info("%s%d timestamps missing from the %s grid, read as missing values", where,
-                    gaps, step)
-    if missing == "interpolate" and series.isna().any():
-        if series.isna().all():
-            raise SeriesDataError(f"{where}no observed value")
-        method = "index" if integer_time else "time"
-        series = series.interpolate(method=method).ffill().bfill()
-    return _Series(uid, grid, np.array(series.to_numpy(np.float64))[:, None], step)
+    table = read_long(df, id_col=id_col, time_col=time_col, target_col=target_col, freq=freq,
+                      missing=missing)
+    return [err if err is not None else _Series(table, i) for i, err in enumerate(table.errors)]
 
 
 def _alias(model: Forecaster, alias: str | None) -> str:
@@ -461,21 +392,42 @@ def _alias(model: Forecaster, alias: str | None) -> str:
     return alias or (cfg.architecture if cfg is not None else "zoo")
 
 
-def _usable(parts: list[_Series | SeriesDataError], on_error: OnError) -> list[_Series]:
-    """The series, raising the first error (``on_error="raise"``) or skipping with a warning."""
+def _usable(errors: Sequence[SeriesDataError | None], on_error: OnError) -> np.ndarray:
+    """Positions of the series without an error, raising the first error
+    (``on_error="raise"``) or skipping each with a warning."""
     if on_error not in get_args(OnError):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    kept = []
-    for part in parts:
-        if isinstance(part, SeriesDataError):
+    for err in errors:
+        if err is not None:
             if on_error == "raise":
-                raise SeriesDataError(f"{part} (on_error='skip' leaves such series out)")
-            logger.warning("skipped: %s", part)
-        else:
-            kept.append(part)
-    if not kept:
+                raise SeriesDataError(f"{err} (on_error='skip' leaves such series out)")
+            logger.warning("skipped: %s", err)
+    kept = np.array([i for i, err in enumerate(errors) if err is None], dtype=np.int64)
+    if not len(kept):
         raise SeriesDataError("no series left to forecast (every one was skipped)")
     return kept
+
+
+def _last_windows(model: Forecaster, table: LongTable, target_col: str
+                  ) -> tuple[list[SeriesDataError | None], np.ndarray]:
+    """Each series' history length ``min(T, context_length)`` (S,), and its error where it is
+    too short or has a missing value the model cannot take (checked by :func:`_history` for
+    those series only, so the messages are the same)."""
+    lengths = table.lengths
+    window = np.minimum(lengths, model.context_length)
+    ends = table.starts[1:]
+    missing = np.concatenate([[0], np.cumsum(np.isnan(table.values))])
+    suspect = (lengths < model.min_context) | (missing[ends] - missing[ends - window] > 0)
+    errors = list(table.errors)
+    for i in np.flatnonzero(suspect).tolist():
+        if errors[i] is None:
+            rows = slice(table.starts[i], table.starts[i + 1])
+            try:
+                _history(model, table.values[rows, None], table.index(i), [target_col],
+                         f"series {table.uid(i)!r}: ")
+            except SeriesDataError as err:
+                errors[i] = err
+    return errors, window
 
 
 def forecast_long(model: Forecaster, df: pd.DataFrame, horizon: int | None = None, *,
@@ -496,30 +448,34 @@ def forecast_long(model: Forecaster, df: pd.DataFrame, horizon: int | None = Non
     with ``on_error="skip"`` warnings that leave it out. ``alias`` (default the model's
     architecture name, else "zoo") names the forecast columns; histories of equal length are
     batched ``batch_size`` at a time.
+
+    The table is read in one pass (:func:`zoo.data.series.read_long`), the histories are cut
+    from it with one gather per history length, and the output is built column by column.
     """
     _check_scaling(model)
     horizon = check_horizon(model, horizon)
     levels = resolve_levels(model, levels)
     name = _alias(model, alias)
-    parts = _split_long(df, id_col, time_col, target_col, freq, missing)
-    histories: list[np.ndarray] = []
-    for i, part in enumerate(parts):
-        if isinstance(part, _Series):
-            try:
-                histories.append(_history(model, part.values, part.index, [target_col],
-                                          f"series {part.uid!r}: "))
-            except SeriesDataError as err:
-                parts[i] = err
-    series = _usable(parts, on_error)
-    points, bands = _predict(model, histories, horizon, levels, batch_size)
-    frames = []
-    for part, point, band in zip(series, points, bands, strict=True):
-        data = {id_col: [part.uid] * horizon, time_col: part.future(horizon), name: point[:, 0],
-                **{k.replace(f"{target_col}-", f"{name}-", 1): v
-                   for k, v in _band_frame(band, [target_col], levels).items()}}
-        frames.append(pd.DataFrame(data))
-    out = pd.concat(frames, ignore_index=True)
-    return out[[id_col, time_col, *_ordered([name], levels)]]
+    table = read_long(df, id_col=id_col, time_col=time_col, target_col=target_col, freq=freq,
+                      missing=missing)
+    errors, window = _last_windows(model, table, target_col)
+    kept = _usable(errors, on_error)
+    points = np.empty((len(kept), horizon))
+    bands = np.empty((len(kept), horizon, 2 * len(levels)))
+    lengths = window[kept]
+    for length in dict.fromkeys(lengths.tolist()):     # histories of one length per batch
+        members = np.flatnonzero(lengths == length)
+        ends = table.starts[kept[members] + 1]
+        gather = ends[:, None] - length + np.arange(length)                # (B, L)
+        point, band = _predict_stacked(model, table.values[gather][..., None], horizon, levels,
+                                       batch_size)
+        points[members], bands[members] = point[..., 0], band[:, :, 0]
+    data = {id_col: np.repeat(table.ids[kept], horizon),
+            time_col: table.future(kept, horizon).ravel(), name: points.ravel()}
+    for k, level in enumerate(levels):
+        data[f"{name}-lo-{format_level(level)}"] = bands[..., 2 * k].ravel()
+        data[f"{name}-hi-{format_level(level)}"] = bands[..., 2 * k + 1].ravel()
+    return pd.DataFrame(data)[[id_col, time_col, *_ordered([name], levels)]]
 
 
 def backtest_long(model: Forecaster, df: pd.DataFrame, windows: int, horizon: int | None = None,
@@ -554,7 +510,7 @@ def backtest_long(model: Forecaster, df: pd.DataFrame, windows: int, horizon: in
                              f"{where}window {w}: ") for w, s in enumerate(starts)]))
             except SeriesDataError as err:
                 parts[i] = err
-    _usable(parts, on_error)
+    _usable([p if isinstance(p, SeriesDataError) else None for p in parts], on_error)
     points, bands = _predict(model, [h for _, _, hs in plans for h in hs], horizon, levels,
                              batch_size)
     frames, summaries, k = [], [], 0

@@ -54,7 +54,7 @@ def model_card(model: TokenModel) -> str:
     return "\n".join(lines)
 
 
-PACKAGE_FILES = ("model.safetensors", CONFIG_FILE, "README.md", "model.onnx")
+PACKAGE_FILES = ("model.safetensors", CONFIG_FILE, "README.md", "model.onnx", "model.int8.onnx")
 
 
 def _check_target(directory: Path) -> None:

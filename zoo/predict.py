@@ -7,23 +7,29 @@ Images are read whole (16-bit, palette and CMYK files converted, EXIF rotation a
 :func:`zoo.data.images.load_image`) and preprocessed as the model's cfg says (resize, crop,
 mean / std); audio clips are decoded, mixed down to mono and resampled to the model's rate, and
 their filterbanks computed a batch at a time; a clip longer than the model's window is
-classified by sliding windows and reported by its most confident one. An unreadable file
-(truncated, corrupt, over the decompression-bomb limit) stops the run naming it, or with
-``on_error="skip"`` is reported in its row (``error``) and the run goes on.
+classified by sliding windows and reported by its most confident one. Each batch of files is
+read and preprocessed whole in a DataLoader worker process while the model runs on the batch
+before (``num_workers``; audio clips of one rate are resampled a few per call, features made
+in one call for the batch). An unreadable file (truncated, corrupt, over the
+decompression-bomb limit) stops the run naming it, or with ``on_error="skip"`` is reported in
+its row (``error``) and the run goes on.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
-from zoo.data.audio import AUDIO_SUFFIXES, load_audio
+from zoo.data.audio import AUDIO_SUFFIXES, load_audio, resample_clips
 from zoo.data.images import (
     ON_ERROR,
     eval_transform,
@@ -31,7 +37,7 @@ from zoo.data.images import (
     preprocess_settings,
     resolve_labels,
 )
-from zoo.frontends import AudioFeatureConfig
+from zoo.frontends import AudioFeatureConfig, audio_features
 from zoo.models.base import Classifier, require_pretrained_cfg
 from zoo.models.ctc import CTCModel, Transcript
 
@@ -84,14 +90,16 @@ def audio_windows(wave: torch.Tensor, config: Any) -> list[tuple[int, int]]:
 
 
 class FileReader:
-    """Reads one file into the model's inputs: [(3, S, S) image], or the (S,) waveform of each
-    window of an audio clip with the windows' (start, end) in samples."""
+    """Reads files into the model's inputs: :meth:`__call__` one file ([(3, S, S) image], or
+    the (S,) waveform of each window of an audio clip with the windows' (start, end) in
+    samples); :meth:`read_batch` a batch of files straight to model inputs."""
 
     def __init__(self, model: Classifier) -> None:
         self.audio = model.modality == "audio"
         if self.audio:
             # AST's filterbank or Whisper's log-mel settings
             self.config: AudioFeatureConfig = cast(AudioFeatureConfig, model.fbank_config)
+            self.features = audio_features(self.config)   # no parameters: cheap in a worker
         else:
             preprocess = require_pretrained_cfg(model, "reading images for a model").preprocess
             self.transform = eval_transform(preprocess["input_size"][-1],
@@ -101,11 +109,92 @@ class FileReader:
         if not self.audio:
             return [self.transform(load_image(path))], [(0, 0)]
         wave, _ = load_audio(path, sample_rate=self.config.sample_rate)
+        return self._windows(path, wave)
+
+    def _windows(self, path: Path, wave: torch.Tensor
+                 ) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
         if wave.numel() < self.config.min_samples:
             raise ValueError(f"{path}: {wave.numel()} samples at {self.config.sample_rate} Hz "
                              f"is shorter than one {self.config.frame_length_ms:g} ms frame")
         windows = audio_windows(wave, self.config)
         return [wave[a:b] for a, b in windows], windows
+
+    def read_batch(self, paths: Sequence[Path]) -> ReadBatch:
+        """Read ``paths`` (one batch) to model inputs; a file that cannot be read is recorded
+        in ``errors``, not raised. Audio: decoded at the file's rate, resampled a few clips
+        per call (:func:`resample_clips`), cut into windows, padded and turned into features
+        in one call."""
+        errors: dict[int, Exception] = {}
+        items: list[torch.Tensor] = []
+        owners: list[int] = []
+        spans: list[tuple[int, int]] = []
+        if not self.audio:
+            for i, path in enumerate(paths):
+                try:
+                    items.append(self.transform(load_image(path)))
+                except (ValueError, FileNotFoundError) as err:
+                    errors[i] = err
+                    continue
+                owners.append(i)
+            return ReadBatch(errors, torch.stack(items) if items else None, owners,
+                             [(0, 0)] * len(items))
+        waves: dict[int, torch.Tensor] = {}
+        rates: dict[int, int] = {}
+        for i, path in enumerate(paths):
+            try:
+                waves[i], rates[i] = load_audio(path)
+            except (ValueError, FileNotFoundError) as err:
+                errors[i] = err
+        target = self.config.sample_rate
+        for rate in set(rates.values()) - {target}:
+            group = [i for i in waves if rates[i] == rate]
+            logger.info("resampling %d clip(s) from %d Hz to %d Hz", len(group), rate, target)
+            waves.update(zip(group, resample_clips([waves[i] for i in group], rate, target),
+                             strict=True))
+        for i in sorted(waves):
+            try:
+                clips, windows = self._windows(paths[i], waves[i])
+            except ValueError as err:
+                errors[i] = err
+                continue
+            items += clips
+            owners += [i] * len(clips)
+            spans += windows
+        if not items:
+            return ReadBatch(errors, None, owners, spans)
+        lengths = torch.tensor([w.numel() for w in items])
+        with torch.no_grad():
+            features = self.features(torch.nn.utils.rnn.pad_sequence(items, batch_first=True),
+                                     lengths=lengths)                 # (N, T, F)
+        return ReadBatch(errors, features, owners, spans)
+
+
+@dataclass
+class ReadBatch:
+    """One batch of files as model inputs: ``inputs`` (N, 3, S, S) images or (N, T, F) audio
+    features (None when no file could be read), ``owners`` the position in the batch of the
+    file each of the N rows belongs to (a long clip owns several windows, consecutive),
+    ``spans`` each row's (start, end) in samples ((0, 0) for images), ``errors`` position ->
+    the error of each unreadable file."""
+
+    errors: dict[int, Exception]
+    inputs: torch.Tensor | None
+    owners: list[int]
+    spans: list[tuple[int, int]]
+
+
+class _FileBatches(Dataset):
+    """Batch ``b`` = :meth:`FileReader.read_batch` of ``paths[b * size:(b + 1) * size]``: a
+    DataLoader worker reads and preprocesses a whole batch."""
+
+    def __init__(self, reader: FileReader, paths: Sequence[Path], size: int) -> None:
+        self.reader, self.paths, self.size = reader, paths, size
+
+    def __len__(self) -> int:
+        return (len(self.paths) + self.size - 1) // self.size
+
+    def __getitem__(self, b: int) -> ReadBatch:
+        return self.reader.read_batch(self.paths[b * self.size:(b + 1) * self.size])
 
 
 def batch_inputs(model: Classifier, items: list[torch.Tensor], audio: bool) -> torch.Tensor:
@@ -121,15 +210,24 @@ def batch_inputs(model: Classifier, items: list[torch.Tensor], audio: bool) -> t
     return filterbank(waves, lengths=lengths)   # (B, T, F): each clip's frames
 
 
+def default_workers() -> int:
+    """DataLoader workers :func:`predict_files` reads with by default: min(4, CPU count)."""
+    return min(4, os.cpu_count() or 1)
+
+
 def predict_files(model: Classifier, paths: Sequence[Path], *, batch_size: int = 32,
-                  top_k: int = 5, on_error: str = "raise", progress: bool = True
-                  ) -> list[dict[str, Any]]:
+                  top_k: int = 5, on_error: str = "raise", progress: bool = True,
+                  num_workers: int | None = None) -> list[dict[str, Any]]:
     """Top-``top_k`` labels of each file, in order: dicts with ``path``, ``label``,
     ``probability`` and ``top_k`` ([(label, probability), ...]), or ``error`` (skipped).
 
     An audio clip longer than the model's window is classified window by window (see
     :func:`audio_windows`); its row is the most confident window's, with ``window`` (start,
     end) in seconds and ``duration`` (s) of the clip.
+
+    ``num_workers`` DataLoader worker processes (default :func:`default_workers`; 0: this
+    process) decode and preprocess a batch of ``batch_size`` files each while the model runs
+    on the one before; at most one worker per batch after the first is started.
     """
     from tqdm.auto import tqdm
 
@@ -139,57 +237,62 @@ def predict_files(model: Classifier, paths: Sequence[Path], *, batch_size: int =
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    num_workers = default_workers() if num_workers is None else num_workers
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     model.eval()
     cfg = require_pretrained_cfg(model, "predict_files")
     labels = resolve_labels(cfg.labels, model.num_classes)
     read = FileReader(model)
     rate = read.config.sample_rate if read.audio else 1
+    batches = _FileBatches(read, paths, batch_size)
+    # batch_size=None: the dataset's items are whole batches, passed on as they are
+    loader = DataLoader(batches, batch_size=None, num_workers=max(0, min(num_workers, len(batches) - 1)))
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(paths), unit="file", disable=not progress, desc="predict")
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
-        items, owners, spans = [], [], []
-        for path in chunk:
-            try:
-                inputs, windows = read(path)
-            except (ValueError, FileNotFoundError) as err:
-                if on_error == "raise":
-                    raise
-                logger.warning("skipped: %s", err)
-                rows.append({"path": str(path), "error": str(err)})
-                continue
-            items += inputs
-            owners += [path] * len(inputs)
-            spans += windows
-        probs = []
-        for i in range(0, len(items), batch_size):   # long clips add windows: keep batches small
-            with torch.inference_mode():
-                batch = batch_inputs(model, items[i:i + batch_size], read.audio)
-                probs.append(model(batch).softmax(dim=-1))
-        if items:
-            rows += _best_windows(torch.cat(probs), owners, spans, labels, top_k, rate)
+    for b, batch in enumerate(loader):
+        chunk = paths[b * batch_size:(b + 1) * batch_size]
+        if batch.errors and on_error == "raise":
+            raise batch.errors[min(batch.errors)]
+        found: dict[int, dict[str, Any]] = {}
+        if batch.inputs is not None:
+            with torch.inference_mode():   # long clips add windows: keep model batches small
+                probs = torch.cat([model(x).softmax(dim=-1)
+                                   for x in batch.inputs.split(batch_size)])
+            found = _best_windows(probs, batch.owners, batch.spans, labels, top_k, rate)
+        for i, path in enumerate(chunk):
+            if i in batch.errors:
+                logger.warning("skipped: %s", batch.errors[i])
+                rows.append({"path": str(path), "error": str(batch.errors[i])})
+            else:
+                rows.append({"path": str(path), **found[i]})
         bar.update(len(chunk))
     bar.close()
-    order = {str(p): i for i, p in enumerate(paths)}
-    return sorted(rows, key=lambda r: order[r["path"]])
+    return rows
 
 
-def _best_windows(probs: torch.Tensor, owners: list[Path], spans: list[tuple[int, int]],
-                  labels: list[str], top_k: int, rate: int) -> list[dict[str, Any]]:
-    """One row per file from its windows' probabilities (N, K): the most confident window."""
-    rows = []
-    for path in dict.fromkeys(owners):
-        index = [i for i, owner in enumerate(owners) if owner == path]
-        best = max(index, key=lambda i: probs[i].max().item())
-        top = probs[best].topk(min(top_k, probs.shape[-1]))
-        ranked = [(labels[j], p)
-                  for p, j in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
-        row = {"path": str(path), "label": ranked[0][0], "probability": ranked[0][1],
-               "top_k": ranked, "error": None}
-        if len(index) > 1:
-            (a, b), end = spans[best], spans[index[-1]][1]
-            row.update(window=(a / rate, b / rate), duration=end / rate)
-        rows.append(row)
+def _best_windows(probs: torch.Tensor, owners: list[int], spans: list[tuple[int, int]],
+                  labels: list[str], top_k: int, rate: int) -> dict[int, dict[str, Any]]:
+    """One row per file (by its position ``owners[i]``, its windows consecutive) from its
+    windows' probabilities (N, K): the most confident window's top-k."""
+    confidence = probs.max(dim=-1).values.tolist()
+    top = probs.topk(min(top_k, probs.shape[-1]))
+    values, indices = top.values.tolist(), top.indices.tolist()
+    rows: dict[int, dict[str, Any]] = {}
+    start = 0
+    while start < len(owners):
+        end = start + 1
+        while end < len(owners) and owners[end] == owners[start]:
+            end += 1
+        best = max(range(start, end), key=confidence.__getitem__)   # the first, on a tie
+        ranked = [(labels[j], p) for p, j in zip(values[best], indices[best], strict=True)]
+        row = {"label": ranked[0][0], "probability": ranked[0][1], "top_k": ranked,
+               "error": None}
+        if end - start > 1:
+            (a, b), last = spans[best], spans[end - 1][1]
+            row.update(window=(a / rate, b / rate), duration=last / rate)
+        rows[owners[start]] = row
+        start = end
     return rows
 
 

@@ -16,6 +16,7 @@ from zoo.convert.hf_ast import convert_hf_ast, is_hf_ast
 from zoo.convert.hf_patchtst import convert_hf_patchtst, is_hf_patchtst
 from zoo.convert.hf_timesfm import convert_hf_timesfm, is_hf_timesfm
 from zoo.convert.hf_whisper import convert_hf_whisper, is_hf_whisper
+from zoo.convert.nf_patchtst import convert_nf_patchtst, is_nf_patchtst
 from zoo.convert.timm import convert_timm_vit, is_timm_vit
 
 # (name, detector, converter); extended as modalities add peer formats.
@@ -25,6 +26,7 @@ CONVERTERS = [
     ("HF PatchTST", is_hf_patchtst, convert_hf_patchtst),
     ("HF Whisper", is_hf_whisper, convert_hf_whisper),
     ("HF TimesFM 2.5", is_hf_timesfm, convert_hf_timesfm),
+    ("NeuralForecast PatchTST", is_nf_patchtst, convert_nf_patchtst),
 ]
 
 _ZOO_ROOTS = ("front_end.", "encoder.", "head.")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -36,8 +37,48 @@ def resample(waveform: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Ten
         raise ValueError(f"sample rates must be > 0 Hz, got {orig_rate} -> {new_rate}")
     if orig_rate == new_rate:
         return waveform
-    import torchaudio.functional as AF
-    return AF.resample(waveform, int(orig_rate), int(new_rate))
+    return _resampler(int(orig_rate), int(new_rate), waveform.dtype)(waveform)
+
+
+@functools.lru_cache(maxsize=16)
+def _resampler(orig_rate: int, new_rate: int, dtype: torch.dtype) -> torch.nn.Module:
+    """torchaudio's ``Resample`` (the filter of ``torchaudio.functional.resample``, same
+    defaults): its windowed-sinc kernel is computed once per pair of rates, not per call."""
+    import torchaudio.transforms as AT
+    return AT.Resample(orig_rate, new_rate, dtype=dtype)
+
+
+PAD_LIMIT = 1.5   # resample_clips pads a clip to at most 1.5x its length to share a call
+
+
+def resample_clips(waveforms: Sequence[torch.Tensor], orig_rate: int, new_rate: int
+                   ) -> list[torch.Tensor]:
+    """Clips (S_i,) at ``orig_rate`` -> each at ``new_rate`` (ceil(S_i * new / orig) samples),
+    as :func:`resample` gives them one by one, in a few batched calls.
+
+    Clips of similar length (sorted; the longest of a group at most ``PAD_LIMIT`` times the
+    shortest) are zero-padded into one (B, S) call: the filter sees zeros past a clip's end
+    either way, so each clip's samples are its own. Grouping bounds the padding, so one long
+    recording does not make every short clip as long.
+    """
+    if orig_rate == new_rate:
+        return list(waveforms)
+    order = sorted(range(len(waveforms)), key=lambda i: waveforms[i].numel())
+    out: list[torch.Tensor] = [torch.empty(0)] * len(waveforms)
+    start = 0
+    while start < len(order):
+        shortest = waveforms[order[start]].numel()
+        end = start + 1
+        while end < len(order) and waveforms[order[end]].numel() <= PAD_LIMIT * shortest:
+            end += 1
+        group = order[start:end]
+        padded = torch.nn.utils.rnn.pad_sequence([waveforms[i] for i in group], batch_first=True)
+        resampled = resample(padded, orig_rate, new_rate)                    # (B, S')
+        for row, i in enumerate(group):
+            size = -(-waveforms[i].numel() * new_rate // orig_rate)          # ceil
+            out[i] = resampled[row, :size].clone()                           # not a view of B rows
+        start = end
+    return out
 
 
 def _declared_wav_frames(path: Path) -> int | None:

@@ -382,3 +382,263 @@ class SeriesWindows(torch.utils.data.Dataset):
         i %= n
         end = i + self.lookback
         return self.values[i:end], self.values[end:end + self.horizon]
+
+
+# ---- long tables (unique_id, ds, y), as Nixtla's libraries take them ---------------------------
+
+LongMissing = Literal["error", "interpolate"]   # NaN / gaps in a long table's series
+
+
+def infer_step(index: pd.DatetimeIndex) -> pd.DateOffset | None:
+    """pandas' inferred frequency of ``index``, else its most common step (None: one row)."""
+    if len(index) >= 3:
+        try:
+            if (freq := pd.DatetimeIndex(index, freq="infer").freq) is not None:
+                return freq
+        except ValueError:          # not monotonic, or too irregular to say
+            pass
+    if len(index) >= 2:
+        return pd.tseries.frequencies.to_offset(pd.Series(index).diff().mode().iloc[0])
+    return None
+
+
+def _fixed_step(step: pd.DateOffset | int, unit: str | None) -> int | None:
+    """``step`` in whole ``unit`` (None: integer steps) when every step has that length, else
+    None (a calendar step such as a week anchored on a day or a month)."""
+    if unit is None:
+        return int(step)
+    try:
+        length = pd.Timedelta(step)
+    except (TypeError, ValueError):
+        return None
+    units, rest = divmod(length.value, int(pd.Timedelta(1, unit=unit).value))
+    return int(units) if rest == 0 else None
+
+
+@dataclass
+class LongTable:
+    """A long table's series, sorted by id, each sorted in time and on its regular grid (a
+    timestamp missing from the grid is a NaN value), concatenated: series ``i`` is rows
+    ``starts[i]:starts[i + 1]`` of ``stamps`` and ``values``. ``errors[i]`` is the error of a
+    series that cannot be used (it then has no rows); ``steps[i]`` its time step."""
+
+    ids: np.ndarray                                # (S,) as stored, sorted
+    stamps: np.ndarray                             # (R,) datetime64 or int64
+    values: np.ndarray                             # (R,) float64
+    starts: np.ndarray                             # (S + 1,) int64
+    steps: list[pd.DateOffset | int | None]        # (S,)
+    errors: list[SeriesDataError | None]           # (S,)
+    time_col: str
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(S,) rows per series."""
+        return np.diff(self.starts)
+
+    def uid(self, i: int) -> object:
+        """Series ``i``'s id as pandas' ``groupby`` gives it (Python scalars for numbers)."""
+        return pd.Index(self.ids[i:i + 1])[0]
+
+    def index(self, i: int) -> pd.Index:
+        """Series ``i``'s grid, named after the time column (with its frequency for dates)."""
+        stamps = self.stamps[self.starts[i]:self.starts[i + 1]]
+        if stamps.dtype.kind == "M":
+            return pd.DatetimeIndex(stamps, freq=self.steps[i], name=self.time_col)
+        return pd.Index(stamps, name=self.time_col)
+
+    def future(self, rows: np.ndarray, horizon: int) -> np.ndarray:
+        """(len(rows), horizon) timestamps after the last of each series in ``rows``."""
+        kind = self.stamps.dtype.kind          # "M" dates, "O" zoned dates, else integers
+        unit = np.datetime_data(self.stamps.dtype)[0] if kind == "M" else None
+        last = self.stamps[self.starts[rows + 1] - 1]                       # (K,)
+        out = np.empty((len(rows), horizon), dtype=self.stamps.dtype)
+        fixed = np.array([_fixed_step(self.steps[i], unit) if kind != "O" else None
+                          for i in rows], dtype=object)
+        regular = np.array([f is not None for f in fixed], dtype=bool)
+        if regular.any():
+            step = fixed[regular].astype(np.int64)[:, None]
+            ahead = step * np.arange(1, horizon + 1)                         # (K', H)
+            out[regular] = last[regular, None] + (ahead if unit is None
+                                                  else ahead.astype(f"timedelta64[{unit}]"))
+        for k in np.flatnonzero(~regular):     # calendar steps (weeks, months): pandas' offsets
+            stamp, step = pd.Timestamp(last[k]), self.steps[rows[k]]
+            out[k] = np.array([stamp + step * (j + 1) for j in range(horizon)], dtype=out.dtype)
+        return out
+
+
+def _long_columns(df: pd.DataFrame, id_col: str, time_col: str, target_col: str
+                  ) -> tuple[pd.Series, bool, np.ndarray]:
+    """The checked time column (timestamps or integers), whether it holds integers, and the
+    targets as float64; errors name the row, series and value."""
+    absent = [c for c in (id_col, time_col, target_col) if c not in df.columns]
+    if absent:
+        raise SeriesDataError(f"the long table has no column(s) {absent} (columns: "
+                              f"{[str(c) for c in df.columns]}); name them with id_col=, "
+                              "time_col=, target_col=")
+    if df.empty:
+        raise SeriesDataError("the long table has no rows")
+    if (no_id := df[id_col].isna().to_numpy()).any():
+        raise SeriesDataError(f"{int(no_id.sum())} row(s) have no {id_col!r} (first: row "
+                              f"{int(np.argmax(no_id))})")
+    integer_time = pd.api.types.is_integer_dtype(df[time_col])
+    stamps = df[time_col] if integer_time else pd.to_datetime(df[time_col], errors="coerce")
+    if (bad := stamps.isna().to_numpy()).any():
+        i = int(np.flatnonzero(bad)[0])
+        raise SeriesDataError(f"cannot read {time_col!r} value {df[time_col].iloc[i]!r} (row {i}, "
+                              f"series {df[id_col].iloc[i]!r}) as a timestamp")
+    raw = df[target_col]
+    values = raw if pd.api.types.is_numeric_dtype(raw) else pd.to_numeric(raw, errors="coerce")
+    if (bad := (values.isna() & raw.notna()).to_numpy()).any():
+        i = int(np.flatnonzero(bad)[0])
+        raise SeriesDataError(f"series {df[id_col].iloc[i]!r}: non-numeric {target_col!r} value "
+                              f"{raw.iloc[i]!r} at {df[time_col].iloc[i]}")
+    return stamps.reset_index(drop=True), integer_time, values.astype(np.float64).to_numpy()
+
+
+def read_long(df: pd.DataFrame, *, id_col: str = "unique_id", time_col: str = "ds",
+              target_col: str = "y", freq: str | int | None = None,
+              missing: LongMissing = "error") -> LongTable:
+    """A long table (a row per series and timestamp, rows in any order) -> its series, sorted
+    by id, each sorted in time and put on its regular grid.
+
+    The grid steps by ``freq``, else per series pandas' inferred frequency or the most common
+    step (integer timestamps: their most common difference); a timestamp missing from it
+    becomes a NaN value, filled linearly in time with ``missing="interpolate"``. A repeated
+    timestamp, an infinite value, an off-grid timestamp or a single row (no step to infer) make
+    that series' error. Errors about the whole table (a missing column, an unreadable
+    timestamp or value) are raised, naming row and series.
+
+    One pass for every regular series (sorted once, steps, gaps and checks computed for all
+    series at once); a series with gaps, repeats or other irregularities goes through the
+    per-series path, which says exactly what is wrong.
+    """
+    if missing not in get_args(LongMissing):
+        raise ValueError(f"missing must be 'error' or 'interpolate', got {missing!r}")
+    stamps, integer_time, y = _long_columns(df, id_col, time_col, target_col)
+    codes, ids = pd.factorize(df[id_col].to_numpy(), sort=True)
+    counts = np.bincount(codes, minlength=len(ids))
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    raw_t = stamps.to_numpy()
+    if integer_time:
+        unit, t_int = None, raw_t.astype(np.int64)
+    elif raw_t.dtype.kind == "M":           # naive datetime64; aware ones go the per-series way
+        unit, t_int = np.datetime_data(raw_t.dtype)[0], raw_t.view(np.int64)
+    else:
+        return _read_long_per_series(ids, codes, stamps, y, time_col, integer_time, freq, missing)
+    order = np.lexsort((t_int, codes))       # by id, then time; ties keep the table's order
+    t, y, first = t_int[order], y[order], starts[:-1]
+    d0 = np.where(counts >= 2, t[np.minimum(first + 1, len(t) - 1)] - t[first], 0)
+    off = np.zeros(len(t), dtype=np.int64)   # rows whose step from the row before is not d0
+    off[1:] = (np.diff(t) != np.repeat(d0, counts)[1:])
+    off[first] = 0
+
+    def per_series(rows: np.ndarray) -> np.ndarray:        # (R,) -> (S,) sums
+        return np.add.reduceat(rows.astype(np.int64), first)
+
+    simple = (counts >= 3) & (d0 > 0) & (per_series(off) == 0) & (per_series(np.isinf(y)) == 0)
+    if missing == "interpolate":
+        simple &= per_series(np.isnan(y)) == 0
+    steps: list[pd.DateOffset | int | None] = [None] * len(ids)
+    uniform = freq is not None or unit is None
+    given = (int(freq) if unit is None else pd.tseries.frequencies.to_offset(freq)) \
+        if freq is not None else None
+    inferred: dict[int, pd.DateOffset | None] = {}   # sub-daily step -> pandas' frequency
+    day = int(pd.Timedelta(1, unit="D").value // pd.Timedelta(1, unit=unit or "ns").value)
+    for i in np.flatnonzero(simple).tolist():
+        step: pd.DateOffset | int | None
+        if uniform:
+            step = given if given is not None else int(d0[i])
+        elif d0[i] % day:   # pandas infers a sub-daily constant step from its length alone
+            if int(d0[i]) not in inferred:
+                inferred[int(d0[i])] = infer_step(pd.DatetimeIndex(
+                    t[first[i]:first[i] + 3].astype(f"datetime64[{unit}]")))
+            step = inferred[int(d0[i])]
+        else:               # days, weeks, years...: from the calendar of every timestamp
+            step = infer_step(pd.DatetimeIndex(
+                t[first[i]:starts[i + 1]].astype(f"datetime64[{unit}]")))
+        if step is not None and _fixed_step(step, unit) == d0[i]:
+            steps[i] = step
+        else:
+            simple[i] = False
+    errors: list[SeriesDataError | None] = [None] * len(ids)
+    kind = np.dtype(np.int64) if unit is None else raw_t.dtype
+    if simple.all():
+        stamps_out, values_out = t.astype(kind), y
+    else:
+        boxed = pd.Index(ids)       # ids as groupby gives them, for messages
+        pieces_t, pieces_y = [], []
+        for i in range(len(ids)):
+            rows = slice(first[i], starts[i + 1])
+            if simple[i]:
+                pieces_t.append(t[rows].astype(kind))
+                pieces_y.append(y[rows])
+                continue
+            ds = pd.Series(t[rows].astype(kind))
+            try:
+                grid, filled, steps[i] = _regular_series(boxed[i], ds, y[rows], time_col,
+                                                         integer_time, freq, missing)
+            except SeriesDataError as err:
+                errors[i], grid, filled = err, ds.iloc[:0], y[:0]
+            pieces_t.append(np.asarray(grid.to_numpy()).astype(kind))
+            pieces_y.append(filled)
+        stamps_out, values_out = np.concatenate(pieces_t), np.concatenate(pieces_y)
+        starts = np.concatenate([[0], np.cumsum([len(p) for p in pieces_y])]).astype(np.int64)
+    return LongTable(ids, stamps_out, values_out, starts, steps, errors, time_col)
+
+
+def _read_long_per_series(ids: np.ndarray, codes: np.ndarray, stamps: pd.Series, y: np.ndarray,
+                          time_col: str, integer_time: bool, freq: str | int | None,
+                          missing: LongMissing) -> LongTable:
+    """:func:`read_long` one series at a time (time zones and other timestamp kinds)."""
+    table = pd.DataFrame({"code": codes, "ds": stamps, "y": y})
+    pieces_t, pieces_y, boxed = [], [], pd.Index(ids)
+    steps: list[pd.DateOffset | int | None] = [None] * len(ids)
+    errors: list[SeriesDataError | None] = [None] * len(ids)
+    for i, rows in table.groupby("code", sort=True):
+        group = rows.sort_values("ds", kind="stable")
+        try:
+            grid, filled, steps[i] = _regular_series(boxed[i], group["ds"],
+                                                     group["y"].to_numpy(), time_col,
+                                                     integer_time, freq, missing)
+        except SeriesDataError as err:
+            errors[i], grid, filled = err, group["ds"].iloc[:0], np.empty(0)
+        pieces_t.append(grid.to_numpy())
+        pieces_y.append(filled)
+    starts = np.concatenate([[0], np.cumsum([len(p) for p in pieces_y])]).astype(np.int64)
+    return LongTable(ids, np.concatenate(pieces_t), np.concatenate(pieces_y), starts, steps,
+                     errors, time_col)
+
+
+def _regular_series(uid: object, ds: pd.Series, y: np.ndarray, time_col: str,
+                    integer_time: bool, freq: str | int | None, missing: LongMissing
+                    ) -> tuple[pd.Index, np.ndarray, pd.DateOffset | int]:
+    """One series sorted in time -> its grid, values on it (T,) and step; raises naming it."""
+    where = f"series {uid!r}: "
+    if (dup := ds.duplicated()).any():
+        raise SeriesDataError(f"{where}{int(dup.sum())} row(s) repeat a timestamp (first: "
+                              f"{ds[dup].iloc[0]}); aggregate them first")
+    if np.isinf(y).any():
+        raise SeriesDataError(f"{where}an infinite value at {ds.iloc[int(np.argmax(np.isinf(y)))]}")
+    step: pd.DateOffset | int | None
+    if integer_time:
+        step = int(freq) if freq is not None else (int(ds.diff().mode().iloc[0]) if len(ds) > 1 else 1)
+        grid = pd.Index(np.arange(ds.iloc[0], ds.iloc[-1] + 1, step), name=time_col)
+    else:
+        index = pd.DatetimeIndex(ds, name=time_col)
+        step = pd.tseries.frequencies.to_offset(freq) if freq is not None else infer_step(index)
+        if step is None:
+            raise SeriesDataError(f"{where}one row: cannot infer its time step; pass freq=...")
+        grid = pd.date_range(index[0], index[-1], freq=step, name=time_col)
+    if len(off := pd.Index(ds).difference(grid)):
+        raise SeriesDataError(f"{where}timestamp {off[0]} is off the regular {step} grid from "
+                              f"{ds.iloc[0]}; pass freq=... or resample it")
+    series = pd.Series(y, index=pd.Index(ds)).reindex(grid)
+    if (gaps := len(grid) - len(ds)):
+        logger.info("%s%d timestamps missing from the %s grid, read as missing values", where,
+                    gaps, step)
+    if missing == "interpolate" and series.isna().any():
+        if series.isna().all():
+            raise SeriesDataError(f"{where}no observed value")
+        method = "index" if integer_time else "time"
+        series = series.interpolate(method=method).ffill().bfill()
+    return grid, np.array(series.to_numpy(np.float64)), step

@@ -47,6 +47,11 @@ def num_patches(length: int, patch_len: int, stride: int, padding: str = "end") 
     return (length - patch_len) // stride + (2 if padding == "end" else 1)
 
 
+def _masked(x: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
+    """x with unobserved points zeroed (obs: 1.0 observed, 0.0 not; None: all observed)."""
+    return x if obs is None else x * obs
+
+
 class InstanceScaler(nn.Module):
     """Reversible instance normalisation over time, per series and channel: (B, L, C).
 
@@ -75,14 +80,16 @@ class InstanceScaler(nn.Module):
         if self.scaling == "none":
             ones = x.new_ones(x.shape[0], 1, x.shape[2])
             return x, (torch.zeros_like(ones), ones)
-        obs = torch.ones_like(x) if observed is None else observed.to(x.dtype)
-        count = obs.sum(dim=1, keepdim=True).clamp_min(1.0)
+        # fully observed: the same sums without multiplying every point by a mask of ones
+        obs = None if observed is None else observed.to(x.dtype)
+        count = (x.new_full((x.shape[0], 1, x.shape[2]), float(x.shape[1])) if obs is None
+                 else obs.sum(dim=1, keepdim=True).clamp_min(1.0))
         if self.scaling == "mean":
             loc = x.new_zeros(x.shape[0], 1, x.shape[2])
-            scale = ((x * obs).abs().sum(dim=1, keepdim=True) / count).clamp_min(1e-10)
+            scale = (_masked(x, obs).abs().sum(dim=1, keepdim=True) / count).clamp_min(1e-10)
         else:
-            mean = (x * obs).sum(dim=1, keepdim=True) / count
-            var = (((x - mean) * obs) ** 2).sum(dim=1, keepdim=True) / count
+            mean = _masked(x, obs).sum(dim=1, keepdim=True) / count
+            var = (_masked(x - mean, obs) ** 2).sum(dim=1, keepdim=True) / count
             scale = torch.sqrt(var + self.eps)
             loc = self._last_observed(x, obs) if self.subtract_last else mean
         z = (x - loc) / scale
@@ -91,8 +98,10 @@ class InstanceScaler(nn.Module):
         return z, (loc, scale)
 
     @staticmethod
-    def _last_observed(x: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+    def _last_observed(x: torch.Tensor, obs: torch.Tensor | None) -> torch.Tensor:
         """The last observed value of each series and channel: (B, 1, C)."""
+        if obs is None:
+            return x[:, -1:]
         steps = torch.arange(x.shape[1], device=x.device).view(1, -1, 1)
         last = torch.where(obs > 0, steps, -1).amax(dim=1, keepdim=True).clamp_min(0)
         return x.gather(1, last)

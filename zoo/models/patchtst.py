@@ -106,8 +106,8 @@ class PatchTST(Forecaster):
         horizon = self.check_horizon(horizon)
         z, stats = self.front_end.normalize(x)
         y = self.forecast_head(self.encoder(self.front_end.embed(z)), x.shape[-1])
-        if not self._quantiles:
-            return self.front_end.denormalize(y, stats)[:, :horizon]
+        if not self._quantiles:   # cut first: only the kept steps are scaled back
+            return self.front_end.denormalize(y[:, :horizon], stats)
         B, H, C, Q = y.shape   # the scaler acts on (B, T, C): fold the levels into time
         y = self.front_end.denormalize(y.permute(0, 3, 1, 2).reshape(B, Q * H, C), stats)
         y = y.reshape(B, Q, H, C).permute(0, 2, 3, 1)                      # (B, H, C, Q)
