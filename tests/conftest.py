@@ -81,6 +81,22 @@ def timm_vit():
 
 
 @pytest.fixture
+def run_cli(capsys):
+    """``run_cli(argv)``: ``zoo`` with ``argv``, which must succeed; its JSON output as a dict."""
+    import json
+
+    from zoo import cli
+
+    def run(argv: list[str]) -> dict:
+        capsys.readouterr()
+        code = cli.main(argv)
+        captured = capsys.readouterr()
+        assert code == 0, captured.err[-2000:]
+        return json.loads(captured.out)
+    return run
+
+
+@pytest.fixture
 def one_thread():
     """Run torch on one thread: these tests use small tensors, where a second intra-op thread
     costs more than it gains, and on a busy two-core machine it can be 100x slower."""

@@ -19,12 +19,6 @@ from zoo import cli
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1"]
 
 
-def _run(argv: list[str], capsys) -> dict:
-    capsys.readouterr()
-    code = cli.main(argv)
-    captured = capsys.readouterr()
-    assert code == 0, captured.err[-2000:]
-    return json.loads(captured.out)
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +62,10 @@ def _example(model: torch.nn.Module) -> torch.Tensor:
 
 @pytest.mark.parametrize("modality", ["image", "audio", "series"])
 def test_export_round_trips_every_modality_with_a_generated_card(
-        modality, image_run, audio_run, series_run, tmp_path, capsys):
+        modality, image_run, audio_run, series_run, tmp_path, run_cli):
     run = {"image": image_run, "audio": audio_run, "series": series_run[0]}[modality]
     ckpt = run / "checkpoints" / "best.ckpt"
-    written = _run(["export", str(ckpt), str(tmp_path / "pkg"), "--format", "onnx"], capsys)
+    written = run_cli(["export", str(ckpt), str(tmp_path / "pkg"), "--format", "onnx"])
     package = Path(written["package"])
     assert {p.name for p in package.iterdir()} == {"model.safetensors", "config.json",
                                                     "README.md", "model.onnx"}
@@ -89,7 +83,7 @@ def test_export_round_trips_every_modality_with_a_generated_card(
     assert config["architecture"] == arch and config["model_args"] == trained.model_args
 
     # the card's figures are a fresh `zoo eval` of the checkpoint
-    evaluated = _run(["eval", str(run / "config.yaml"), "--ckpt", str(ckpt)], capsys)["metrics"]
+    evaluated = run_cli(["eval", str(run / "config.yaml"), "--ckpt", str(ckpt)])["metrics"]
     metrics = config["pretrained_cfg"]["metrics"]
     card = (package / "README.md").read_text()
     run_info = json.loads((run / "metrics.json").read_text())
@@ -106,16 +100,15 @@ def test_export_round_trips_every_modality_with_a_generated_card(
         assert fact in card, fact
 
 
-def test_export_without_evaluation_claims_only_what_the_run_measured(image_run, tmp_path, capsys):
+def test_export_without_evaluation_claims_only_what_the_run_measured(image_run, tmp_path, run_cli):
     best = image_run / "checkpoints" / "best.ckpt"
     tested = json.loads((image_run / "metrics.json").read_text())["metrics"]
-    written = _run(["export", str(best), str(tmp_path / "a"), "--no-eval", "--tag", "mine"],
-                   capsys)
+    written = run_cli(["export", str(best), str(tmp_path / "a"), "--no-eval", "--tag", "mine"])
     assert written["name"] == "vit_nano_patch4_16.mine"
     assert written["metrics"]["digits test top-1"] == pytest.approx(100 * tested["test/acc"])
     # last.ckpt was not the checkpoint the run tested: no figure is claimed for it
-    written = _run(["export", str(image_run / "checkpoints" / "last.ckpt"), str(tmp_path / "b"),
-                    "--no-eval"], capsys)
+    written = run_cli(["export", str(image_run / "checkpoints" / "last.ckpt"), str(tmp_path / "b"),
+                    "--no-eval"])
     assert written["metrics"] == {}
     assert "Not measured" in (tmp_path / "b" / "README.md").read_text()
 
@@ -129,7 +122,7 @@ def test_export_needs_the_runs_config(image_run, tmp_path, capsys):
     assert "apply to recipe checkpoints" in capsys.readouterr().err
 
 
-def test_export_a_checkpoint_as_int8_scores_the_int8_file(image_run, tmp_path, capsys):
+def test_export_a_checkpoint_as_int8_scores_the_int8_file(image_run, tmp_path, run_cli):
     """--quantize int8 adds model.int8.onnx, scored by the same evaluation as the card's
     metrics, in the card's int8 section."""
     from recipes.export import read_int8_section
@@ -137,8 +130,8 @@ def test_export_a_checkpoint_as_int8_scores_the_int8_file(image_run, tmp_path, c
     from zoo.quantize import onnx_forward
 
     ckpt = image_run / "checkpoints" / "best.ckpt"
-    written = _run(["export", str(ckpt), str(tmp_path / "pkg"), "--format", "onnx",
-                    "--quantize", "int8"], capsys)
+    written = run_cli(["export", str(ckpt), str(tmp_path / "pkg"), "--format", "onnx",
+                    "--quantize", "int8"])
     package = Path(written["package"])
     assert (package / "model.int8.onnx").is_file() and written["int8_relative_diff"] < 0.1
     module = module_from_checkpoint(ckpt)
@@ -153,9 +146,9 @@ def test_export_a_checkpoint_as_int8_scores_the_int8_file(image_run, tmp_path, c
         written["metrics"]
 
 
-def test_export_a_registered_model_as_onnx(tmp_path, capsys):
-    written = _run(["export", "vit_nano_patch4_16.digits", str(tmp_path / "digits"),
-                    "--format", "onnx"], capsys)
+def test_export_a_registered_model_as_onnx(tmp_path, run_cli):
+    written = run_cli(["export", "vit_nano_patch4_16.digits", str(tmp_path / "digits"),
+                    "--format", "onnx"])
     assert written["metrics"]["digits test top-1"] > 97 and written["onnx_max_abs_diff"] < 1e-4
     loaded = zoo.load(tmp_path / "digits")
     assert loaded.pretrained_cfg.name == "vit_nano_patch4_16.digits"

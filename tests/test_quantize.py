@@ -3,7 +3,6 @@ modality, close to float32; refusals with exact messages; the card's int8 sectio
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -136,24 +135,18 @@ def test_quantize_refusals(quantized, tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())   # nothing left behind
 
 
-def _run(argv: list[str], capsys) -> dict:
-    capsys.readouterr()
-    code = cli.main(argv)
-    captured = capsys.readouterr()
-    assert code == 0, captured.err[-2000:]
-    return json.loads(captured.out)
 
 
-def test_cli_exports_a_registered_model_as_int8(tmp_path: Path, capsys, one_thread) -> None:
+def test_cli_exports_a_registered_model_as_int8(tmp_path: Path, run_cli, one_thread) -> None:
     out = tmp_path / "digits"
-    written = _run(["export", "vit_nano_patch4_16.digits", str(out), "--format", "onnx",
-                    "--quantize", "int8"], capsys)
+    written = run_cli(["export", "vit_nano_patch4_16.digits", str(out), "--format", "onnx",
+                    "--quantize", "int8"])
     assert {p.name for p in out.iterdir()} == {"model.safetensors", "config.json", "README.md",
                                                "model.onnx", "model.int8.onnx"}
     assert written["onnx_int8"] == str(out / "model.int8.onnx")
     assert written["int8_top1_agreement"] >= 0.9 and written["int8_relative_diff"] < 0.1
     # a package with an int8 file is still a package: exporting again replaces it whole
-    again = _run(["export", "vit_nano_patch4_16.digits", str(out)], capsys)
+    again = run_cli(["export", "vit_nano_patch4_16.digits", str(out)])
     assert "onnx_int8" not in again and not (out / "model.int8.onnx").exists()
 
 
