@@ -1,6 +1,7 @@
 """zoo against its peers, side by side in one process: same weights, same inputs, same threads.
 
-    python benchmarks/bench.py                      # everything, about 6 minutes on 2 cores
+    python benchmarks/bench.py                      # everything, about an hour on 2 cores
+    python benchmarks/bench.py --only vit,vit_small,ast,patchtst,frontend,whisper_frontend  # 6 min
     python benchmarks/bench.py --only vit,patchtst --rounds 5 --no-memory --no-epochs
 
 Rows: ViT vs timm (``vit_tiny_patch16_224`` at batch 32, a 32x32 small-image ViT at batch 128),
@@ -20,6 +21,10 @@ tensor memory during a training step (after a first step has made the optimizer 
 PyTorch's profiler; its ratio is peer over zoo (above 1, zoo needs less). The
 epoch rows time one epoch of the FSDD and ETTh1 recipes, data loading and validation included
 (they need ``$ZOO_DATA``). Results go to ``benchmarks/results/`` as JSON and CSV.
+
+The end-to-end, time-to-accuracy and int8 rows live in their own scripts (``MODULE_ROWS``:
+``end_to_end.py``, ``forecast_end_to_end.py``, ``time_to_accuracy.py`` (about 50 minutes),
+``quantization.py``), each runnable alone; bench.py runs them with 1 warm-up and 3 rounds.
 """
 
 from __future__ import annotations
