@@ -238,7 +238,9 @@ def run_zoo(config: str, history: torch.Tensor, future: torch.Tensor, *,
                      if c.monitor and c.best_model_path), "")
         selected = None
         if best:
-            module.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+            from zoo.checkpoint import load_weights
+
+            module.model.load_state_dict(load_weights(best)[0])   # safe: weights_only loading
             selected = round(test_mse(module.model.eval(), history, future), 5)
     return {"run": config, "train_s": round(total, 2), "points": [asdict(p) for p in curve.points],
             "selected_checkpoint": Path(best).name or None, "selected_checkpoint_mse": selected,
