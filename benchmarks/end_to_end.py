@@ -50,6 +50,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from zoo.precision import PRECISIONS  # noqa: E402
+
 NUM_FILES = 512
 BATCH = 32
 AUDIO_MAX_S = 1.0          # AST's 100 frames at 16 kHz cover 1.015 s: every clip one window
@@ -173,16 +175,22 @@ def audio_rows(*, warmup: int = 0, rounds: int = 3) -> list[dict[str, Any]]:
         files = fsdd_files(Path(tmp) / "clips")
         for name, folder in hf_audio_folders(Path(tmp) / "models").items():
             ours = zoo.load(folder).eval()
-            pipe = transformers.pipeline("audio-classification", model=str(folder),
-                                         device="cpu")
+            # transformers' bf16: the pipeline's own dtype (bf16 weights, inputs cast to
+            # them); an autocast around the call would also make its resampling bf16
+            pipes = {p: transformers.pipeline("audio-classification", model=str(folder),
+                                              device="cpu", dtype=dtype)
+                     for p, dtype in (("32-true", torch.float32),
+                                      ("bf16-mixed", torch.bfloat16))}
 
-            def zoo_side(ours: Any = ours) -> list[dict[str, Any]]:
+            def zoo_side(precision: str, ours: Any = ours) -> list[dict[str, Any]]:
                 paths = collect_inputs([files[0].parent], ours)
-                return predict_files(ours, paths, batch_size=BATCH, progress=False)
+                return predict_files(ours, paths, batch_size=BATCH, progress=False,
+                                     precision=precision)
 
-            def peer_side(workers: int, pipe: Any = pipe) -> list[list[dict[str, Any]]]:
-                return list(pipe(SoundfileClips(files), batch_size=BATCH, num_workers=workers,
-                                 top_k=5))
+            def peer_side(workers: int, precision: str, pipes: Any = pipes
+                          ) -> list[list[dict[str, Any]]]:
+                return list(pipes[precision](SoundfileClips(files), batch_size=BATCH,
+                                             num_workers=workers, top_k=5))
 
             rows += _compare(f"{name} 192, {NUM_FILES} FSDD wavs 8 kHz -> 16 kHz, b{BATCH}",
                              "transformers pipeline (soundfile dicts)", zoo_side, peer_side,
@@ -215,6 +223,7 @@ def image_rows(*, warmup: int = 0, rounds: int = 3) -> list[dict[str, Any]]:
     import zoo
     from zoo.convert import to_zoo_state_dict
     from zoo.data.images import resolve_labels
+    from zoo.precision import autocast
     from zoo.predict import collect_inputs, predict_files
 
     torch.manual_seed(0)
@@ -226,17 +235,20 @@ def image_rows(*, warmup: int = 0, rounds: int = 3) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         files = photo_files(Path(tmp) / "photos")
 
-        def zoo_side() -> list[dict[str, Any]]:
+        def zoo_side(precision: str) -> list[dict[str, Any]]:
             paths = collect_inputs([files[0].parent], ours)
-            return predict_files(ours, paths, batch_size=BATCH, progress=False)
+            return predict_files(ours, paths, batch_size=BATCH, progress=False,
+                                 precision=precision)
 
-        def peer_side(workers: int) -> list[list[dict[str, Any]]]:
+        def peer_side(workers: int, precision: str) -> list[list[dict[str, Any]]]:
             loader = torch.utils.data.DataLoader(PILFiles(files, transform), batch_size=BATCH,
                                                  num_workers=workers)
             out = []
             with torch.inference_mode():
                 for batch in loader:
-                    top = peer(batch).softmax(-1).topk(5)
+                    with autocast(precision):
+                        logits = peer(batch)
+                    top = logits.float().softmax(-1).topk(5)
                     out += [[{"label": labels[j], "score": p} for p, j in zip(ps, js, strict=True)]
                             for ps, js in zip(top.values.tolist(), top.indices.tolist(),
                                               strict=True)]
@@ -250,24 +262,10 @@ def image_rows(*, warmup: int = 0, rounds: int = 3) -> list[dict[str, Any]]:
 
 # --- comparing and timing -------------------------------------------------------------------------
 
-def _compare(case: str, peer_name: str, zoo_side: Callable[[], list[dict[str, Any]]],
-             peer_side: Callable[[int], list[list[dict[str, Any]]]], files: list[Path], *,
-             warmup: int, rounds: int, peer_workers: tuple[int, ...],
-             allowed_mismatches: int = 0) -> list[dict[str, Any]]:
-    """Check both sides' top-1 labels agree on every file (but ``allowed_mismatches``), pick
-    the peer's fastest worker count (one timed call each), then time both interleaved."""
-    import time
-
-    from bench import _ratio_rows, interleaved
-
-    ours = zoo_side()
-    assert [Path(r["path"]).name for r in ours] == [p.name for p in files], "zoo's row order"
-    peer_seconds = {}
-    for workers in peer_workers:
-        start = time.perf_counter()
-        theirs = peer_side(workers)
-        peer_seconds[workers] = time.perf_counter() - start
-    best = min(peer_seconds, key=peer_seconds.__getitem__)
+def _agreement(case: str, ours: list[dict[str, Any]], theirs: list[list[dict[str, Any]]],
+               files: list[Path], allowed_mismatches: int) -> dict[str, Any]:
+    """Top-1 agreement and the largest top-k probability difference of the two sides; an
+    AssertionError past ``allowed_mismatches`` differing files."""
     mismatched = [p.name for p, a, b in zip(files, ours, theirs, strict=True)
                   if a["label"] != b[0]["label"]]
     diff = max(abs(pa - b["score"]) for a, bs in zip(ours, theirs, strict=True)
@@ -275,12 +273,52 @@ def _compare(case: str, peer_name: str, zoo_side: Callable[[], list[dict[str, An
     if len(mismatched) > allowed_mismatches:
         raise AssertionError(f"{case}: top-1 differs on {len(mismatched)} files, e.g. "
                              f"{mismatched[:5]} (max prob diff {diff:.2e})")
-    seconds = interleaved({"zoo": zoo_side, peer_name: lambda: peer_side(best)},
+    return {"top1_equal": f"{len(files) - len(mismatched)}/{len(files)}",
+            "max_prob_diff": float(f"{diff:.2e}")}
+
+
+def _compare(case: str, peer_name: str, zoo_side: Callable[[str], list[dict[str, Any]]],
+             peer_side: Callable[[int, str], list[list[dict[str, Any]]]], files: list[Path], *,
+             warmup: int, rounds: int, peer_workers: tuple[int, ...],
+             allowed_mismatches: int = 0) -> list[dict[str, Any]]:
+    """Both sides at float32 (``32-true``) and at ``bf16-mixed`` (bfloat16 autocast, the
+    peer's forward under the same ``torch.autocast``): check top-1 labels agree on every file
+    (but ``allowed_mismatches``; at bf16 up to 2% more, since bfloat16 moves probabilities by
+    ~1e-2), pick the peer's fastest worker count at float32 (one timed call each), then time
+    the four interleaved. Rows: float32 vs float32, bf16 vs bf16 (like for like) and zoo's
+    bf16 vs the peer's float32 (what switching zoo's flag gives a user of the peer)."""
+    import time
+
+    from bench import _ratio_rows, interleaved
+
+    ours = {p: zoo_side(p) for p in PRECISIONS}
+    assert [Path(r["path"]).name for r in ours["32-true"]] == [p.name for p in files], \
+        "zoo's row order"
+    peer_seconds = {}
+    for workers in peer_workers:
+        start = time.perf_counter()
+        theirs = peer_side(workers, "32-true")
+        peer_seconds[workers] = time.perf_counter() - start
+    best = min(peer_seconds, key=peer_seconds.__getitem__)
+    theirs_bf16 = peer_side(best, "bf16-mixed")
+    loose = allowed_mismatches + len(files) // 50
+    checks = {("32-true", "32-true"): _agreement(case, ours["32-true"], theirs, files,
+                                                 allowed_mismatches),
+              ("bf16-mixed", "bf16-mixed"): _agreement(case, ours["bf16-mixed"], theirs_bf16,
+                                                       files, loose),
+              ("bf16-mixed", "32-true"): _agreement(case, ours["bf16-mixed"], theirs, files,
+                                                    loose)}
+    seconds = interleaved({f"zoo {p}": (lambda p=p: zoo_side(p)) for p in PRECISIONS}
+                          | {f"peer {p}": (lambda p=p: peer_side(best, p)) for p in PRECISIONS},
                           warmup=warmup, rounds=rounds, budget_s=0.0)
-    return _ratio_rows(case, "files -> top-5", len(files), seconds,
-                       top1_equal=f"{len(files) - len(mismatched)}/{len(files)}",
-                       max_prob_diff=float(f"{diff:.2e}"), peer_workers=best,
-                       zoo_workers=_zoo_workers())
+    rows = []
+    for (mine, peer), agreement in checks.items():
+        label = f"{case}, {mine}" if mine == peer else f"{case}, zoo {mine} vs peer {peer}"
+        rows += _ratio_rows(label, "files -> top-5", len(files),
+                            {"zoo": seconds[f"zoo {mine}"],
+                             f"{peer_name} {peer}": seconds[f"peer {peer}"]},
+                            **agreement, peer_workers=best, zoo_workers=_zoo_workers())
+    return rows
 
 
 def _zoo_workers() -> int:

@@ -1,4 +1,4 @@
-"""int8 against float32 on the bundled weights: test accuracy and CPU inference speed.
+"""int8 and bf16 against float32 on the bundled weights: test accuracy and CPU inference speed.
 
 For each bundled model (default: every one whose modality ONNX export supports), the model is
 exported (``model.onnx``, :mod:`zoo.onnx_export`) and quantised (``model.int8.onnx``,
@@ -7,9 +7,11 @@ exported (``model.onnx``, :mod:`zoo.onnx_export`) and quantised (``model.int8.on
 - accuracy: the card's test metrics by ``zoo eval``'s code on the card's own resolved config
   (test split, as tests/test_model_cards.py evaluates the cards), for PyTorch float32, the
   float32 ONNX file and the int8 one (``zoo.quantize.onnx_forward`` runs the file inside the
-  same evaluation);
-- speed: ONNX Runtime float32 vs int8 (and PyTorch eager float32), medians of interleaved rounds
-  (``bench.interleaved``) at batch 1 and 64 on random inputs of the model's size, 2 threads.
+  same evaluation), and PyTorch under ``bf16-mixed`` (the same evaluation with
+  ``--trainer.precision=bf16-mixed``: bfloat16 autocast, :mod:`zoo.precision`);
+- speed: ONNX Runtime float32 vs int8 (and PyTorch eager float32 and bf16-mixed), medians of
+  interleaved rounds (``bench.interleaved``) at batch 1 and 64 on random inputs of the model's
+  size, 2 threads.
 
     python benchmarks/quantization.py                       # all, about 4 minutes on 2 cores
     python benchmarks/quantization.py vit_nano_patch4_16.digits --no-accuracy
@@ -17,7 +19,8 @@ exported (``model.onnx``, :mod:`zoo.onnx_export`) and quantised (``model.int8.on
 
 Rows (``ROWS = {"int8": rows}``, bench.py's format): ``zoo`` is the int8 file, ``peer`` the
 float32 ONNX file or PyTorch; ``ratio`` = peer seconds / int8 seconds (the speed-up). Accuracy
-goes in extra keys of the rows: ``metric``, ``fp32``, ``int8``, ``change``. JSON to
+goes in extra keys of the rows: ``metric``, ``fp32``, ``int8``, ``change``, ``bf16``,
+``bf16_change``; ``bf16_vs_pytorch_fp32`` is bf16-mixed's speed-up over eager float32. JSON to
 ``benchmarks/results/quantization.json``. Needs ``$ZOO_DATA`` (FSDD, ETTh1) for accuracy.
 """
 
@@ -42,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 import zoo  # noqa: E402
 from zoo.onnx_export import IO_NAMES, example_input, export_onnx  # noqa: E402
+from zoo.precision import autocast  # noqa: E402
 from zoo.quantize import QUANTIZED_NAME, onnx_forward, ort_session, quantize_onnx, run_onnx  # noqa: E402
 
 MODELS = ("vit_nano_patch4_16.digits", "ast_tiny_d6_8k.fsdd", "patchtst_tiny_l336.etth1_h96",
@@ -79,7 +83,8 @@ def card_config(name: str, root_dir: Path) -> Path:
 
 
 def accuracy(name: str, paths: tuple[Path, Path], root_dir: Path) -> dict[str, dict[str, float]]:
-    """The card's metrics ({backend: {metric: value}}) for PyTorch, ONNX fp32 and ONNX int8."""
+    """The card's metrics ({backend: {metric: value}}) for PyTorch, ONNX fp32 and ONNX int8,
+    and PyTorch at bf16-mixed (``pytorch_bf16``)."""
     from recipes.cli import build
     from recipes.export import card_metrics
     from recipes.train import evaluate
@@ -95,25 +100,30 @@ def accuracy(name: str, paths: tuple[Path, Path], root_dir: Path) -> dict[str, d
             with onnx_forward(module.model, path):
                 tested = evaluate(args, module=module)["metrics"]
         out[backend] = card_metrics(tested, dataset, module.model.modality)
+    tested = evaluate([*args, "--trainer.precision=bf16-mixed"], module=module)["metrics"]
+    out["pytorch_bf16"] = card_metrics(tested, dataset, module.model.modality)
     return out
 
 
 def speed(model: torch.nn.Module, paths: tuple[Path, Path], batch: int, *, warmup: int,
           rounds: int) -> dict[str, float]:
-    """Median seconds per call: int8 ONNX (``zoo``), float32 ONNX, PyTorch eager float32."""
+    """Median seconds per call: int8 ONNX (``zoo``), float32 ONNX, PyTorch eager float32 and
+    bf16-mixed."""
     from bench import interleaved
 
     x = example_input(model, batch, seed=batch)
     array = x.numpy()
     fp32, int8 = ort_session(paths[0]), ort_session(paths[1])
 
-    def eager() -> torch.Tensor:
-        with torch.inference_mode():
+    def eager(precision: str) -> torch.Tensor:
+        with torch.inference_mode(), autocast(precision):
             return model(x)
 
     return interleaved({"zoo": lambda: run_onnx(int8, array),
                         "onnxruntime fp32": lambda: run_onnx(fp32, array),
-                        "pytorch fp32": eager}, warmup=warmup, rounds=rounds, budget_s=3.0)
+                        "pytorch fp32": lambda: eager("32-true"),
+                        "pytorch bf16-mixed": lambda: eager("bf16-mixed")},
+                       warmup=warmup, rounds=rounds, budget_s=3.0)
 
 
 def model_rows(name: str, *, warmup: int, rounds: int, with_accuracy: bool = True
@@ -158,17 +168,21 @@ def summary(result_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in result_rows:
         if row["peer"] != "onnxruntime fp32":
             continue
-        eager = next(r for r in result_rows if r["case"] == row["case"]
-                     and r["batch"] == row["batch"] and r["peer"] == "pytorch fp32")
+        eager, bf16 = (next(r for r in result_rows if r["case"] == row["case"]
+                            and r["batch"] == row["batch"] and r["peer"] == peer)
+                       for peer in ("pytorch fp32", "pytorch bf16-mixed"))
         acc = row["accuracy"]
         for metric in acc.get("onnx_int8", {None: None}):
             line = {"model": row["case"], "batch": row["batch"],
-                    "int8_vs_ort_fp32": row["ratio"], "int8_vs_pytorch_fp32": eager["ratio"]}
+                    "int8_vs_ort_fp32": row["ratio"], "int8_vs_pytorch_fp32": eager["ratio"],
+                    "bf16_vs_pytorch_fp32": round(eager["ratio"] / bf16["ratio"], 3)}
             if metric is not None:
                 fp32, int8 = acc["pytorch"][metric], acc["onnx_int8"][metric]
+                half = acc["pytorch_bf16"][metric]
                 line.update(metric=metric, fp32=round(fp32, 4), onnx_fp32=round(
                     acc["onnx_fp32"][metric], 4), int8=round(int8, 4),
-                    change=metric_change(metric, fp32, int8))
+                    change=metric_change(metric, fp32, int8), bf16=round(half, 4),
+                    bf16_change=metric_change(metric, fp32, half))
             lines.append(line)
     return lines
 

@@ -2,7 +2,8 @@
 
 Without autograd the MLP runs narrow layers in cache-sized row chunks and overwrites its own
 hidden buffer with the activation, residual sums reuse the branch's buffer, and RevIN skips
-its mask of ones. Each is checked here against the same computation with autograd on (the
+its mask of ones; residual attention over short sequences carries summed scores instead of
+queries and keys. Each is checked here against the same computation with autograd on (the
 path training takes), on inputs large enough that the chunked path really runs.
 """
 
@@ -113,7 +114,50 @@ def test_encoder_without_autograd_matches_the_autograd_path(placement, residual,
         got = enc(x)
     assert len(calls) == 11
     assert torch.equal(x, x_before)                     # the input is never overwritten
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    # residual attention sums its scores in another order: float32 rounding (3e-7 of the
+    # output's scale; both paths are 8e-6 from a float64 run)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("mask_kind", [None, "bool", "float", "causal"])
+def test_carried_scores_equal_concatenated_queries_and_keys(mask_kind):
+    """Residual attention in eager inference (short sequences: summed (N, N) scores carried
+    from block to block) equals the SDPA path over concatenated queries and keys, both
+    against float64, with every kind of mask, and reads the same attention weights."""
+    from zoo.layers.attention import SCORES_MAX_TOKENS, Attention, record_attention
+
+    torch.manual_seed(0)
+    blocks = [Attention(32, num_heads=4, residual=True, causal=mask_kind == "causal")
+              for _ in range(3)]
+    x = torch.randn(6, 40, 32)
+    mask = {None: None, "causal": None, "bool": torch.rand(6, 1, 40, 40) > 0.3,
+            "float": torch.randn(6, 4, 40, 40)}[mask_kind]
+
+    def run(x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, object]:
+        state = None
+        for block in blocks:
+            x, state = block(x, mask, prev_qk=state)
+        return x, state
+
+    expected, qk = run(x, mask)                          # autograd on: SDPA, (q, k) carried
+    assert isinstance(qk, tuple) and qk[0].shape == (6, 4, 40, 24)
+    with torch.inference_mode():
+        got, scores = run(x, mask)
+        assert isinstance(scores, torch.Tensor) and scores.shape == (6, 4, 40, 40)
+        with record_attention(blocks[2]) as weights:
+            run(x, mask)
+        # longer sequences keep SDPA (the (N, N) scores would grow with N^2)
+        assert isinstance(run(torch.randn(2, SCORES_MAX_TOKENS + 1, 32), None)[1], tuple)
+    for block in blocks:
+        block.double()
+    reference, _ = run(x.double(), None if mask is None else mask.double()
+                       if mask.is_floating_point() else mask)
+    scale = reference.abs().max().item()
+    for ours in (got, expected):
+        torch.testing.assert_close(ours.double(), reference, rtol=0, atol=1e-6 * scale)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6 * scale)
+    assert weights[0].shape == (6, 4, 40, 40)
+    torch.testing.assert_close(weights[0].sum(-1), torch.ones(6, 4, 40))
 
 
 def _models(**overrides):

@@ -23,6 +23,7 @@ import zoo
 from zoo.models.base import Classifier as ZooClassifier
 from zoo.models.base import Forecaster as ZooForecaster
 from zoo.models.base import TokenModel, require_pretrained_cfg
+from zoo.precision import PRECISIONS
 from zoo.registry import get_entry
 
 if TYPE_CHECKING:
@@ -251,7 +252,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     paths = collect_inputs(args.inputs, model)
     rows = predict_files(model, paths, batch_size=args.batch_size, top_k=args.top_k,
                          on_error=args.on_error, progress=args.output is not None,
-                         num_workers=args.workers)
+                         num_workers=args.workers, precision=args.precision)
     if args.output:
         write_predictions(rows, args.output)
         skipped = sum(1 for r in rows if r.get("error"))
@@ -627,7 +628,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-error", default="raise", choices=("raise", "skip"),
                    help="an unreadable file: stop naming it, or skip it (noted in the CSV)")
     p.add_argument("--workers", type=_count(0), default=None, help="processes that read and "
-                   "preprocess files while the model runs (default: min(4, CPU count); 0: none)")
+                   "preprocess files while the model runs (default: the CPUs PyTorch's threads leave "
+                   "free, at most 4; 0: none)")
+    p.add_argument("--precision", default="32-true", choices=PRECISIONS, help="bf16-mixed: "
+                   "bfloat16 autocast, about 1.5-2x faster on CPUs with AVX512-BF16 / AMX, "
+                   "probabilities within about 1e-2 of float32's")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("transcribe", help="speech to text for audio files (a speech model)")

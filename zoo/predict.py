@@ -40,6 +40,7 @@ from zoo.data.images import (
 from zoo.frontends import AudioFeatureConfig, audio_features
 from zoo.models.base import Classifier, require_pretrained_cfg
 from zoo.models.ctc import CTCModel, Transcript
+from zoo.precision import autocast, check_precision
 
 logger = logging.getLogger(__name__)
 
@@ -211,13 +212,17 @@ def batch_inputs(model: Classifier, items: list[torch.Tensor], audio: bool) -> t
 
 
 def default_workers() -> int:
-    """DataLoader workers :func:`predict_files` reads with by default: min(4, CPU count)."""
-    return min(4, os.cpu_count() or 1)
+    """DataLoader workers :func:`predict_files` reads with by default: the logical CPUs that
+    PyTorch's intra-op threads leave free, at most 4. Where the model's threads take every
+    CPU, workers would preempt them mid-GEMM: on 2 cores (2 threads) 512 clips through a small
+    AST took 3.0 s read in-process vs 3.5 s with 1 or 2 workers (images: equal)."""
+    return max(0, min(4, (os.cpu_count() or 1) - torch.get_num_threads()))
 
 
 def predict_files(model: Classifier, paths: Sequence[Path], *, batch_size: int = 32,
                   top_k: int = 5, on_error: str = "raise", progress: bool = True,
-                  num_workers: int | None = None) -> list[dict[str, Any]]:
+                  num_workers: int | None = None, precision: str = "32-true"
+                  ) -> list[dict[str, Any]]:
     """Top-``top_k`` labels of each file, in order: dicts with ``path``, ``label``,
     ``probability`` and ``top_k`` ([(label, probability), ...]), or ``error`` (skipped).
 
@@ -228,6 +233,10 @@ def predict_files(model: Classifier, paths: Sequence[Path], *, batch_size: int =
     ``num_workers`` DataLoader worker processes (default :func:`default_workers`; 0: this
     process) decode and preprocess a batch of ``batch_size`` files each while the model runs
     on the one before; at most one worker per batch after the first is started.
+
+    ``precision``: ``32-true`` (float32, the default) or ``bf16-mixed`` (bfloat16 autocast:
+    about 1.5-2x faster on CPUs with AVX512-BF16 / AMX, probabilities within about 1e-2;
+    see :mod:`zoo.precision`).
     """
     from tqdm.auto import tqdm
 
@@ -240,7 +249,9 @@ def predict_files(model: Classifier, paths: Sequence[Path], *, batch_size: int =
     num_workers = default_workers() if num_workers is None else num_workers
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    check_precision(precision)
     model.eval()
+    device = next(model.parameters()).device
     cfg = require_pretrained_cfg(model, "predict_files")
     labels = resolve_labels(cfg.labels, model.num_classes)
     read = FileReader(model)
@@ -256,8 +267,9 @@ def predict_files(model: Classifier, paths: Sequence[Path], *, batch_size: int =
             raise batch.errors[min(batch.errors)]
         found: dict[int, dict[str, Any]] = {}
         if batch.inputs is not None:
-            with torch.inference_mode():   # long clips add windows: keep model batches small
-                probs = torch.cat([model(x).softmax(dim=-1)
+            # long clips add windows: keep model batches small
+            with torch.inference_mode(), autocast(precision, device):
+                probs = torch.cat([model(x.to(device)).float().softmax(dim=-1).cpu()
                                    for x in batch.inputs.split(batch_size)])
             found = _best_windows(probs, batch.owners, batch.spans, labels, top_k, rate)
         for i, path in enumerate(chunk):

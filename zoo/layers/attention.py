@@ -7,7 +7,11 @@ mask, block-local attention for long sequences, a learned per-dimension query sc
 (TimesFM's ``PerDimScale``) and residual attention (RealFormer, as the reference PatchTST).
 It runs on ``F.scaled_dot_product_attention``; an explicit softmax path gives the same
 numbers, is what :func:`record_attention` uses to read the weights, and what tests compare
-against.
+against. Residual attention without autograd over short sequences (eager inference, at most
+:data:`SCORES_MAX_TOKENS` tokens) carries the summed (N, N) scores from block to block instead
+of the concatenated queries and keys: the reference PatchTST's own arithmetic, which beats
+SDPA's kernel there (ETTh1-size PatchTST, 42 patches, 16 heads of 8: SDPA was 55% of a
+forward; measured in benchmarks/profile_patchtst.py).
 """
 
 from __future__ import annotations
@@ -21,11 +25,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.layers.drop import Dropout
+from zoo.layers.inplace import may_overwrite
 from zoo.layers.mlp import Mlp
 from zoo.layers.norm import make_norm
 from zoo.layers.pos_embed import RotaryTable, apply_rotary
 
-QK = tuple[torch.Tensor, torch.Tensor]   # queries and keys (B, H, N, m * hd) of m blocks
+# What residual attention passes from block to block: the queries and keys of the m blocks so
+# far concatenated along the head dimension ((B, H, N, m * hd) each), or, in eager inference
+# over short sequences, their summed pre-softmax scores (B, H, N, N), scaled
+QK = tuple[torch.Tensor, torch.Tensor] | torch.Tensor
+SCORES_MAX_TOKENS = 128   # (B, H, N, N) scores stay small: 64 x 16 x 128^2 floats = 64 MiB
 
 
 def local_attention_mask(num_tokens: int, window: int, device: torch.device | None = None
@@ -142,10 +151,11 @@ class Attention(nn.Module):
                 rope: RotaryTable | None = None, prev_qk: QK | None = None
                 ) -> tuple[torch.Tensor, QK | None]:
         """x (B, N, D); mask: bool (B or 1, 1 or H, N, N), True = attend, or additive float;
-        rope: the tokens' rotary table; prev_qk: earlier blocks' queries and keys (residual).
+        rope: the tokens' rotary table; prev_qk: earlier blocks' residual state (:data:`QK`).
 
-        Returns the output (B, N, D) and, for residual attention, the queries and keys this
-        block attended with (``prev_qk``'s and its own) for the next block (else None).
+        Returns the output (B, N, D) and, for residual attention, the state for the next
+        block (the queries and keys this block attended with, ``prev_qk``'s and its own, or
+        the summed scores), else None.
         """
         B, N, _ = x.shape
         if self.window is not None and mask is not None:
@@ -160,6 +170,10 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if self.query_scale is not None:
             q = q * (F.softplus(self.query_scale) / math.log(2.0))
+        if self.residual and (isinstance(prev_qk, torch.Tensor)
+                              or (may_overwrite() and N <= SCORES_MAX_TOKENS)):
+            x, scores = self._carried_scores(q, k, v, mask, prev_qk)
+            return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, -1))), scores
         if prev_qk is not None:   # residual attention: scores of earlier blocks add up
             q, k = torch.cat([prev_qk[0], q], dim=-1), torch.cat([prev_qk[1], k], dim=-1)
         dropout_p = self.attn_drop if self.training else 0.0
@@ -172,6 +186,28 @@ class Attention(nn.Module):
                 self.recorder.append(weights)   # in the graph when gradients are on
         x = x.transpose(1, 2).reshape(B, N, -1)
         return self.proj_drop(self.proj(x)), ((q, k) if self.residual else None)
+
+    def _carried_scores(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                        mask: torch.Tensor | None, prev: QK | None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Residual attention from explicit scores: (output (B, H, N, hd), the summed scaled
+        scores (B, H, N, N) so far, before masking, for the next block)."""
+        if isinstance(prev, tuple):          # queries and keys of earlier blocks: their scores
+            prev = (prev[0] * self.scale) @ prev[1].transpose(-2, -1)
+        scores = (q * self.scale) @ k.transpose(-2, -1)
+        if prev is not None:
+            scores += prev
+        mask = self._mask(mask, q.shape[2], q.device)
+        if mask is None:
+            masked = scores
+        else:
+            masked = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool \
+                else scores + mask
+        weights = masked.softmax(dim=-1)
+        if self.recorder is not None:
+            self.recorder.append(weights)
+        dropout_p = self.attn_drop if self.training else 0.0
+        return F.dropout(weights, p=dropout_p, training=dropout_p > 0) @ v, scores
 
     def _fused(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                mask: torch.Tensor | None, dropout_p: float) -> torch.Tensor:
