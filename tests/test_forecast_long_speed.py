@@ -351,3 +351,31 @@ def test_a_given_freq_and_off_grid_timestamps_equal_the_per_series_path():
     off.loc[off.index[0], "ds"] += pd.Timedelta(minutes=7)
     out, ref = _both(lambda: Stand(context_length=40), off, 3, freq="h", on_error="skip")
     pd.testing.assert_frame_equal(out, ref, check_exact=True)
+
+
+@pytest.mark.parametrize("texts", [
+    ["2024-01-01 00:00:00", "2024-01-01 01:00:00", "2024-01-01 00:00:00", None, "x"],
+    ["01/02/2024 05:00", "01/02/2024 06:00", "13/40/2024", "01/02/2024 05:00", "01/03/2024"],
+    ["2024-03-10T01:00:00+01:00", "2024-03-10T02:00:00+01:00", "2024-03-10T01:00:00+01:00"],
+    ["2024-01-01", "2024-01-02", "2024-01-01", "2024-01-03", float("nan")],
+], ids=["iso", "us-dates", "offsets", "dates-nan"])
+@pytest.mark.parametrize("dtype", ["str", object])
+def test_time_texts_parse_as_pandas_parses_them(texts, dtype):
+    """Each distinct text parsed once and gathered (read_long's fast path) gives exactly what
+    pd.to_datetime(errors="coerce") gives on the whole column: values, NaT and dtype."""
+    from zoo.data.series import _parse_times
+
+    column = pd.Series(texts * 300, dtype=dtype, index=np.arange(300 * len(texts)) + 7)
+    pd.testing.assert_series_equal(_parse_times(column), pd.to_datetime(column, errors="coerce"))
+
+
+def test_ids_and_times_read_from_a_csv_equal_the_per_series_path(tmp_path):
+    """Text ids and timestamps as pandas reads a CSV (its string dtype): the same forecasts
+    as the per-series path (ids sorted, times parsed), every kind of series included."""
+    path = tmp_path / "long.csv"
+    mixed_table(2).to_csv(path, index=False)
+    df = pd.read_csv(path, dtype={"unique_id": str})
+    assert pd.api.types.is_string_dtype(df["ds"]) and pd.api.types.is_string_dtype(df["unique_id"])
+    out, ref = _both(lambda: Stand(context_length=40), df, 6, levels=(80,))
+    pd.testing.assert_frame_equal(out, ref, check_exact=True)
+    assert out["unique_id"].nunique() == 38

@@ -466,6 +466,21 @@ class LongTable:
         return out
 
 
+def _parse_times(column: pd.Series) -> pd.Series:
+    """``pd.to_datetime(column, errors="coerce")``, parsing each distinct text once: a long
+    table repeats every timestamp once per series, and pandas' own cache decides from the
+    first 500 rows, all distinct in a table sorted by series (0.23 s -> 0.03 s for 800,000
+    rows of 1,400 hourly stamps). Columns that are not text are converted as they are."""
+    if not (pd.api.types.is_string_dtype(column) or column.dtype == object):
+        return pd.to_datetime(column, errors="coerce")
+    codes, texts = pd.factorize(column)
+    parsed = pd.to_datetime(pd.Series(texts), errors="coerce")
+    if not isinstance(parsed.dtype, (np.dtype, pd.DatetimeTZDtype)) or parsed.dtype.kind != "M":
+        return pd.to_datetime(column, errors="coerce")   # e.g. mixed objects: pandas decides
+    # allow_fill: code -1 (a missing text) becomes NaT
+    return pd.Series(parsed.array.take(codes, allow_fill=True), index=column.index)
+
+
 def _long_columns(df: pd.DataFrame, id_col: str, time_col: str, target_col: str
                   ) -> tuple[pd.Series, bool, np.ndarray]:
     """The checked time column (timestamps or integers), whether it holds integers, and the
@@ -481,7 +496,7 @@ def _long_columns(df: pd.DataFrame, id_col: str, time_col: str, target_col: str
         raise SeriesDataError(f"{int(no_id.sum())} row(s) have no {id_col!r} (first: row "
                               f"{int(np.argmax(no_id))})")
     integer_time = pd.api.types.is_integer_dtype(df[time_col])
-    stamps = df[time_col] if integer_time else pd.to_datetime(df[time_col], errors="coerce")
+    stamps = df[time_col] if integer_time else _parse_times(df[time_col])
     if (bad := stamps.isna().to_numpy()).any():
         i = int(np.flatnonzero(bad)[0])
         raise SeriesDataError(f"cannot read {time_col!r} value {df[time_col].iloc[i]!r} (row {i}, "
@@ -515,7 +530,8 @@ def read_long(df: pd.DataFrame, *, id_col: str = "unique_id", time_col: str = "d
     if missing not in get_args(LongMissing):
         raise ValueError(f"missing must be 'error' or 'interpolate', got {missing!r}")
     stamps, integer_time, y = _long_columns(df, id_col, time_col, target_col)
-    codes, ids = pd.factorize(df[id_col].to_numpy(), sort=True)
+    codes, id_index = pd.factorize(df[id_col], sort=True)   # faster on arrow text than numpy's
+    ids = np.asarray(id_index.to_numpy())
     counts = np.bincount(codes, minlength=len(ids))
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     raw_t = stamps.to_numpy()
