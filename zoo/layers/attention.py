@@ -194,14 +194,10 @@ class Attention(nn.Module):
         scores (B, H, N, N) so far, before masking, for the next block)."""
         if isinstance(prev, tuple):          # queries and keys of earlier blocks: their scores
             prev = (prev[0] * self.scale) @ prev[1].transpose(-2, -1)
-        # 3-D bmm / baddbmm (heads folded into the batch): 2.3x faster here than 4-D matmuls
-        # with a separate sum ((64, 16, 42, 8): 5.3 vs 12.1 ms per block, 2 threads)
-        B, H, N, _ = q.shape
-        queries = (q * self.scale).reshape(B * H, N, -1)
-        keys = k.reshape(B * H, N, -1).transpose(1, 2)
-        scores = (torch.bmm(queries, keys) if prev is None
-                  else torch.baddbmm(prev.reshape(B * H, N, N), queries, keys)).view(B, H, N, N)
-        mask = self._mask(mask, N, q.device)
+        scores = (q * self.scale) @ k.transpose(-2, -1)
+        if prev is not None:
+            scores += prev
+        mask = self._mask(mask, q.shape[2], q.device)
         if mask is None:
             masked = scores
         else:
@@ -211,9 +207,7 @@ class Attention(nn.Module):
         if self.recorder is not None:
             self.recorder.append(weights)
         dropout_p = self.attn_drop if self.training else 0.0
-        weights = F.dropout(weights, p=dropout_p, training=dropout_p > 0)
-        out = torch.bmm(weights.reshape(B * H, N, N), v.reshape(B * H, N, -1))
-        return out.view(B, H, N, -1), scores
+        return F.dropout(weights, p=dropout_p, training=dropout_p > 0) @ v, scores
 
     def _fused(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                mask: torch.Tensor | None, dropout_p: float) -> torch.Tensor:
