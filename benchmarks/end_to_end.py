@@ -281,12 +281,15 @@ def _compare(case: str, peer_name: str, zoo_side: Callable[[str], list[dict[str,
              peer_side: Callable[[int, str], list[list[dict[str, Any]]]], files: list[Path], *,
              warmup: int, rounds: int, peer_workers: tuple[int, ...],
              allowed_mismatches: int = 0) -> list[dict[str, Any]]:
-    """Both sides at float32 (``32-true``) and at ``bf16-mixed`` (bfloat16 autocast, the
-    peer's forward under the same ``torch.autocast``): check top-1 labels agree on every file
-    (but ``allowed_mismatches``; at bf16 up to 2% more, since bfloat16 moves probabilities by
-    ~1e-2), pick the peer's fastest worker count at float32 (one timed call each), then time
-    the four interleaved. Rows: float32 vs float32, bf16 vs bf16 (like for like) and zoo's
-    bf16 vs the peer's float32 (what switching zoo's flag gives a user of the peer)."""
+    """Both sides at float32 (``32-true``) and at bf16 (zoo: ``bf16-mixed``, bfloat16
+    autocast; the peer: its own bf16, see the callers): check top-1 labels agree on every file
+    (but ``allowed_mismatches``), pick the peer's fastest worker count at float32 (one timed
+    call each), then time the four interleaved. Rows: float32 vs float32, bf16 vs bf16 (like
+    for like) and zoo's bf16 vs the peer's float32 (what switching zoo's flag gives a user of
+    the peer). bfloat16 moves probabilities by ~1e-2, which flips the near ties of these
+    random-weight models (a 1,000-class ViT on random photos especially), so rows involving
+    bf16 only fail past 10% of files differing; what bf16 costs in accuracy is measured on
+    the bundled weights (benchmarks/quantization.py)."""
     import time
 
     from bench import _ratio_rows, interleaved
@@ -301,7 +304,7 @@ def _compare(case: str, peer_name: str, zoo_side: Callable[[str], list[dict[str,
         peer_seconds[workers] = time.perf_counter() - start
     best = min(peer_seconds, key=peer_seconds.__getitem__)
     theirs_bf16 = peer_side(best, "bf16-mixed")
-    loose = allowed_mismatches + len(files) // 50
+    loose = len(files) // 10
     checks = {("32-true", "32-true"): _agreement(case, ours["32-true"], theirs, files,
                                                  allowed_mismatches),
               ("bf16-mixed", "bf16-mixed"): _agreement(case, ours["bf16-mixed"], theirs_bf16,

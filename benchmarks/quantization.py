@@ -7,8 +7,9 @@ exported (``model.onnx``, :mod:`zoo.onnx_export`) and quantised (``model.int8.on
 - accuracy: the card's test metrics by ``zoo eval``'s code on the card's own resolved config
   (test split, as tests/test_model_cards.py evaluates the cards), for PyTorch float32, the
   float32 ONNX file and the int8 one (``zoo.quantize.onnx_forward`` runs the file inside the
-  same evaluation), and PyTorch under ``bf16-mixed`` (the same evaluation with
-  ``--trainer.precision=bf16-mixed``: bfloat16 autocast, :mod:`zoo.precision`);
+  same evaluation), and PyTorch under ``bf16-mixed`` (the same evaluation inside
+  :func:`zoo.precision.autocast`: bfloat16 autocast; Lightning's own ``bf16-mixed`` turns
+  autocast off on CPUs);
 - speed: ONNX Runtime float32 vs int8 (and PyTorch eager float32 and bf16-mixed), medians of
   interleaved rounds (``bench.interleaved``) at batch 1 and 64 on random inputs of the model's
   size, 2 threads.
@@ -100,7 +101,10 @@ def accuracy(name: str, paths: tuple[Path, Path], root_dir: Path) -> dict[str, d
             with onnx_forward(module.model, path):
                 tested = evaluate(args, module=module)["metrics"]
         out[backend] = card_metrics(tested, dataset, module.model.modality)
-    tested = evaluate([*args, "--trainer.precision=bf16-mixed"], module=module)["metrics"]
+    # zoo's autocast around the evaluation: Lightning's own bf16-mixed turns autocast off on
+    # a CPU ("CUDA is not available ... Disabling autocast") and would score float32
+    with autocast("bf16-mixed"):
+        tested = evaluate(args, module=module)["metrics"]
     out["pytorch_bf16"] = card_metrics(tested, dataset, module.model.modality)
     return out
 

@@ -141,7 +141,7 @@ def test_missing_extras_name_the_install(exported, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     model, path = exported["image"]
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
-    with pytest.raises(ImportError, match=r"check_onnx needs the 'onnxruntime' package: "
+    with pytest.raises(ImportError, match=r"running ONNX models needs the 'onnxruntime' package: "
                                           r"pip install 'zoo\[export\]'"):
         check_onnx(model, path, example_input(model, 1))
     monkeypatch.setitem(sys.modules, "onnxscript", None)

@@ -175,11 +175,11 @@ def check_onnx(model: nn.Module, path: str | Path, inputs: torch.Tensor, *,
     Returns the largest absolute difference of the outputs (NaN in the same places counts as
     equal); raises ``RuntimeError`` if it exceeds ``atol``.
     """
+    from zoo.quantize import ort_session, run_onnx
+
     _check_model(model)
-    ort = require("onnxruntime", "check_onnx", "export")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.as_tensor(inputs, dtype=torch.float32)
-    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    got = run_onnx(ort_session(path), x)
     was_training = model.training
     model.eval()
     try:

@@ -1,12 +1,14 @@
 """Inference precision: float32, or bfloat16 mixed precision where the hardware computes it.
 
-The names are Lightning's (``trainer.precision``), so a recipe and ``zoo predict`` say the
-same thing: ``32-true`` runs in float32 (the default: outputs equal the reference libraries'),
+The names are Lightning's (``trainer.precision``): ``32-true`` runs in float32 (the default:
+outputs equal the reference libraries'),
 ``bf16-mixed`` runs matrix products, attention and norms in bfloat16 under ``torch.autocast``
 (the weights stay float32). On CPUs with native bf16 instructions (AVX512-BF16 or AMX on
 x86) the matrix products run about 2x faster; elsewhere bf16 is emulated and slower, which
 :func:`autocast` warns about. Probabilities move by about 1e-2 (bfloat16 keeps 8 bits of
 mantissa): what that costs in accuracy on the bundled weights is measured in the README.
+Unlike Lightning's ``bf16-mixed`` (which turns autocast off on a CPU, scoring float32 with a
+warning), this one runs bfloat16 on CPUs too.
 
     with autocast("bf16-mixed", device):
         logits = model(x).float()

@@ -49,11 +49,22 @@ def convert_block_keys(state_dict: Mapping[str, torch.Tensor], layout: BlockLayo
             qkv.setdefault((index, kind), {})[layout.qkv[sub]] = value
         else:
             out[f"encoder.blocks.{index}.{layout.block[sub]}.{kind}"] = value
-    for (index, kind), parts in sorted(qkv.items()):
-        if layout.zero_key_bias and kind == "bias" and 1 not in parts and 0 in parts:
-            parts[1] = torch.zeros_like(parts[0])
-        if sorted(parts) != [0, 1, 2]:
-            raise ValueError(f"{layout.source} checkpoint: layer {index} lacks one of the query / "
+    if layout.zero_key_bias:
+        for (_, kind), parts in qkv.items():
+            if kind == "bias" and 1 not in parts and 0 in parts:
+                parts[1] = torch.zeros_like(parts[0])
+    return out | fuse_qkv(qkv, layout.source)
+
+
+def fuse_qkv(parts: Mapping[tuple[int, str], Mapping[int, torch.Tensor]], source: str
+             ) -> dict[str, torch.Tensor]:
+    """(layer, ``weight`` / ``bias``) -> {0: q, 1: k, 2: v} tensors, to zoo's fused
+    ``encoder.blocks.<layer>.attn.qkv.<kind>`` (q, k, v concatenated); a layer lacking one of
+    them is a ValueError naming ``source``'s checkpoint and the layer."""
+    out = {}
+    for (index, kind), qkv in sorted(parts.items()):
+        if sorted(qkv) != [0, 1, 2]:
+            raise ValueError(f"{source} checkpoint: layer {index} lacks one of the query / "
                              f"key / value {kind}s")
-        out[f"encoder.blocks.{index}.attn.qkv.{kind}"] = torch.cat([parts[0], parts[1], parts[2]])
+        out[f"encoder.blocks.{index}.attn.qkv.{kind}"] = torch.cat([qkv[0], qkv[1], qkv[2]])
     return out

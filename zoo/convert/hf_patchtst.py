@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from zoo.convert.blocks import fuse_qkv
+
 _ENCODER = "model.encoder."
 _LAYER_KEY = re.compile(r"^layers\.(\d+)\.(.+)$")
 _LAYER = {
@@ -81,10 +83,7 @@ def convert_hf_patchtst(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
                 raise _unknown(key)
         else:
             raise _unknown(key)
-    for (index, kind), parts in sorted(qkv.items()):
-        if sorted(parts) != [0, 1, 2]:
-            raise ValueError(f"HF PatchTST checkpoint: layer {index} lacks one of q/k/v {kind}")
-        out[f"encoder.blocks.{index}.attn.qkv.{kind}"] = torch.cat([parts[0], parts[1], parts[2]])
+    out.update(fuse_qkv(qkv, "HF PatchTST"))
     for name, parts in per_channel.items():
         out[name] = _stack(parts, name)
     return out

@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from zoo.convert.blocks import fuse_qkv
+
 _LAYER_KEY = re.compile(r"^backbone\.encoder\.layers\.(\d+)\.(.+)$")
 _LAYER = {"self_attn.to_out.0": "attn.proj", "ff.0": "mlp.fc1", "ff.3": "mlp.fc2",
           "norm_attn.1": "norm1", "norm_ffn.1": "norm2",      # BatchNorm (inside a Sequential)
@@ -80,11 +82,7 @@ def convert_nf_patchtst(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
                 raise _unknown(key)
         else:
             raise _unknown(key)
-    for (index, kind), parts in sorted(qkv.items()):
-        if sorted(parts) != [0, 1, 2]:
-            raise ValueError(f"NeuralForecast PatchTST checkpoint: layer {index} lacks one of "
-                             f"W_Q / W_K / W_V {kind}")
-        out[f"encoder.blocks.{index}.attn.qkv.{kind}"] = torch.cat([parts[0], parts[1], parts[2]])
+    out.update(fuse_qkv(qkv, "NeuralForecast PatchTST"))
     if "weight" not in head or "front_end.pos_embed" not in out:
         raise ValueError("NeuralForecast PatchTST checkpoint lacks the flatten head "
                          "(head.linear) or the position table (backbone.W_pos)")
