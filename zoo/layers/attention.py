@@ -79,7 +79,13 @@ def _softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                        mask: torch.Tensor | None, scale: float, dropout_p: float
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """The explicit path: (output (B, H, N, dv), weights (B, H, N, N))."""
-    scores = (q * scale) @ k.transpose(-2, -1)
+    return _attend((q * scale) @ k.transpose(-2, -1), v, mask, dropout_p)
+
+
+def _attend(scores: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+            dropout_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores (B, H, N, N) (left as they are), masked, softmaxed and applied to v (B, H, N, dv):
+    (output (B, H, N, dv), weights (B, H, N, N))."""
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool \
             else scores + mask
@@ -197,17 +203,11 @@ class Attention(nn.Module):
         scores = (q * self.scale) @ k.transpose(-2, -1)
         if prev is not None:
             scores += prev
-        mask = self._mask(mask, q.shape[2], q.device)
-        if mask is None:
-            masked = scores
-        else:
-            masked = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool \
-                else scores + mask
-        weights = masked.softmax(dim=-1)
+        out, weights = _attend(scores, v, self._mask(mask, q.shape[2], q.device),
+                               self.attn_drop if self.training else 0.0)
         if self.recorder is not None:
             self.recorder.append(weights)
-        dropout_p = self.attn_drop if self.training else 0.0
-        return F.dropout(weights, p=dropout_p, training=dropout_p > 0) @ v, scores
+        return out, scores
 
     def _fused(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                mask: torch.Tensor | None, dropout_p: float) -> torch.Tensor:
